@@ -1,0 +1,1 @@
+"""Cutting a volume into inference blocks (core + halo + warm-up slices)."""

@@ -1,0 +1,158 @@
+"""Loading and validating the configuration (``config/config.yaml``).
+
+Validation has two layers: the JSON schema (``workflow/schemas/config.schema.yaml``,
+through ``snakemake.utils.validate``, which also fills in defaults) and checks that a
+schema cannot express (classes named in labels, split ranges, block/chunk alignment).
+Checks that need the data itself (files exist, ranges inside the volume, shapes agree)
+happen when the data is read, in :mod:`sam4em.io.importer`.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from sam4em.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+
+
+def schema_path() -> Path:
+    """Location of the config JSON schema shipped with the package."""
+    return Path(str(resources.files("sam4em") / "schemas" / "config.schema.yaml")).resolve()
+
+
+def _key_path(parts: list[Any] | tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in parts) or "(top level)"
+
+
+def _schema_error(config: dict[str, Any], schema: dict[str, Any]) -> str | None:
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return None
+    message = error.message
+    if error.validator == "oneOf" and isinstance(error.instance, dict):
+        # A labels block: say which of the two forms was meant.
+        message = "expected either {source, values} or {masks}, got keys " + ", ".join(
+            sorted(error.instance)
+        )
+    return f"{_key_path(list(error.absolute_path))}: {message}"
+
+
+def validate_config(config: dict[str, Any], origin: str = "config") -> dict[str, Any]:
+    """Validate ``config`` in place (filling defaults) and return it.
+
+    Raises :class:`ConfigError` with a one-line message naming the key.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"{origin}: expected a mapping of keys, got {type(config).__name__}")
+    with open(schema_path()) as fh:
+        schema = yaml.safe_load(fh)
+    problem = _schema_error(config, schema)
+    if problem:
+        raise ConfigError(f"{origin}: {problem}")
+    from snakemake.utils import validate
+
+    validate(config, str(schema_path()), set_default=True)
+    _check_semantics(config, origin)
+    return config
+
+
+def _check_semantics(config: dict[str, Any], origin: str) -> None:
+    classes = config["classes"]
+    for name, ds in config["datasets"].items():
+        key = f"datasets.{name}"
+        labels = ds.get("labels") or {}
+        named = labels.get("values") or labels.get("masks") or {}
+        for cls in named:
+            if cls not in classes:
+                raise ConfigError(
+                    f"{origin}: {key}.labels: class '{cls}' is not in classes {classes}"
+                )
+        split = ds.get("split") or {}
+        if split and not labels:
+            raise ConfigError(f"{origin}: {key}.split: a split needs labels, and none are set")
+        for part, (first, last) in split.items():
+            if first > last:
+                raise ConfigError(f"{origin}: {key}.split.{part}: first slice {first} > last {last}")
+        parts = [(p, split[p]) for p in SPLITS if p in split]
+        for i, (a, (a0, a1)) in enumerate(parts):
+            for b, (b0, b1) in parts[i + 1 :]:
+                if a0 <= b1 and b0 <= a1:
+                    raise ConfigError(
+                        f"{origin}: {key}.split: {a} and {b} overlap at slices "
+                        f"{max(a0, b0)}-{min(a1, b1)}"
+                    )
+        rr = ds.get("raw_range")
+        if rr and rr[0] >= rr[1]:
+            raise ConfigError(f"{origin}: {key}.raw_range: low {rr[0]} must be below high {rr[1]}")
+    tiling = config["tiling"]
+    if tiling["stride"] > tiling["tile_size"]:
+        raise ConfigError(
+            f"{origin}: tiling.stride: {tiling['stride']} is larger than tiling.tile_size "
+            f"{tiling['tile_size']} (tiles would leave gaps)"
+        )
+    inf = config["inference"]
+    for axis, (b, c) in zip("zyx", zip(inf["block_shape"], inf["chunks"], strict=True), strict=True):
+        if b % c:
+            raise ConfigError(
+                f"{origin}: inference.block_shape: {axis} size {b} is not a multiple of "
+                f"inference.chunks {c} (block cores must align with the chunk grid)"
+            )
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML config file and validate it (see :func:`validate_config`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        with open(path) as fh:
+            config = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return validate_config(config if config is not None else {}, str(path))
+
+
+def dataset(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The config block of dataset ``name``; a clear error if it is not configured."""
+    try:
+        return config["datasets"][name]
+    except KeyError:
+        known = ", ".join(config["datasets"])
+        raise ConfigError(f"datasets.{name}: no such dataset (configured: {known})") from None
+
+
+def split_slices(ds: dict[str, Any], split: str) -> range:
+    """The z slices of ``split`` as a range (config ranges are inclusive)."""
+    if split not in SPLITS:
+        raise ConfigError(f"split '{split}': expected one of {', '.join(SPLITS)}")
+    rng = (ds.get("split") or {}).get(split)
+    if rng is None:
+        raise ConfigError(f"split.{split}: not configured for this dataset")
+    return range(rng[0], rng[1] + 1)
+
+
+def write_effective_config(config: dict[str, Any], folder: str | os.PathLike[str]) -> Path:
+    """Write the validated config (overrides included) to a content-addressed YAML file.
+
+    Workflow jobs read this file, so every job sees exactly the config the workflow was
+    started with; a changed config gets a new name and therefore a new command line.
+    """
+    import hashlib
+
+    from sam4em.io.atomic import write_bytes_atomic
+
+    text = yaml.safe_dump(config, sort_keys=True).encode()
+    path = Path(folder) / f"config-{hashlib.sha256(text).hexdigest()[:12]}.yaml"
+    if not path.is_file() or path.read_bytes() != text:
+        write_bytes_atomic(path, text)
+    return path

@@ -1,0 +1,1 @@
+"""Reading EM volumes from common formats and writing the canonical zarr stores."""

@@ -1,0 +1,147 @@
+"""Import one configured dataset into the canonical ``volume.zarr``.
+
+Layout written (zarr v3, ZYX, Blosc/Zstd)::
+
+    volume.zarr/            group; attrs: ome (NGFF multiscales of raw), sam4em (metadata)
+    volume.zarr/raw         uint8 raw intensities (see sam4em.io.intensity for the rule)
+    volume.zarr/labels/<c>  uint8 0/1 mask of class c, for each labelled class
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from sam4em import __version__
+from sam4em.config import dataset as dataset_config
+from sam4em.errors import InputDataError
+from sam4em.io.atomic import atomic_directory
+from sam4em.io.intensity import to_uint8, volume_range
+from sam4em.io.labels import ClassMaskSource, open_label_sources
+from sam4em.io.source import VolumeSource, open_source
+from sam4em.io.zarr_store import create_array, ngff_multiscales, open_group
+
+log = logging.getLogger(__name__)
+
+
+def _open_keyed(spec: str, key: str) -> VolumeSource:
+    try:
+        return open_source(spec)
+    except InputDataError as exc:
+        raise InputDataError(f"{key}: {exc}") from None
+
+
+def _read_keyed(source: VolumeSource, key: str, z0: int, z1: int) -> np.ndarray:
+    try:
+        return source.read(z0, z1)
+    except InputDataError as exc:
+        raise InputDataError(f"{key}: {exc}") from None
+
+
+def _check_inputs(
+    raw: VolumeSource, labels: list[ClassMaskSource], ds: dict[str, Any], key: str
+) -> None:
+    for lab in labels:
+        if lab.source.shape != raw.shape:
+            raise InputDataError(
+                f"{lab.key}: shape {lab.source.shape} does not match the raw volume "
+                f"{raw.shape} ({raw.name})"
+            )
+    nz = raw.shape[0]
+    for part, (first, last) in (ds.get("split") or {}).items():
+        if last >= nz:
+            raise InputDataError(
+                f"{key}.split.{part}: slices {first}-{last} are outside the volume "
+                f"({nz} slices, 0-{nz - 1})"
+            )
+
+
+def import_dataset(config: dict[str, Any], name: str, out: str | os.PathLike[str]) -> Path:
+    """Read dataset ``name`` of ``config`` and write ``out`` (a ``volume.zarr``) atomically."""
+    ds = dataset_config(config, name)
+    key = f"datasets.{name}"
+    with contextlib.ExitStack() as stack:
+        raw = stack.enter_context(_open_keyed(ds["raw"], f"{key}.raw"))
+        try:
+            labels = list(open_label_sources(ds.get("labels"), config["classes"], key))
+        except InputDataError as exc:
+            raise InputDataError(f"{key}.labels: {exc}") from None
+        for src in {id(lab.source): lab.source for lab in labels}.values():
+            stack.enter_context(src)
+        _check_inputs(raw, labels, ds, key)
+        if raw.dtype == np.uint8:
+            lo, hi = 0.0, 255.0
+        elif ds.get("raw_range"):
+            lo, hi = map(float, ds["raw_range"])
+        else:
+            try:
+                lo, hi = volume_range(raw)
+            except InputDataError as exc:
+                raise InputDataError(f"{key}.raw: {exc}") from None
+        return _write_volume(config, name, ds, raw, labels, (lo, hi), Path(out))
+
+
+def _write_volume(
+    config: dict[str, Any],
+    name: str,
+    ds: dict[str, Any],
+    raw: VolumeSource,
+    labels: list[ClassMaskSource],
+    raw_range: tuple[float, float],
+    out: Path,
+) -> Path:
+    chunks = config["storage"]["chunks"]
+    shape = raw.shape
+    metadata = {
+        "version": __version__,
+        "dataset": name,
+        "classes": config["classes"],
+        "labelled_classes": [lab.cls for lab in labels],
+        "voxel_size_nm": ds["voxel_size"],
+        "split": ds.get("split") or {},
+        "raw_source": str(ds["raw"]),
+        "raw_dtype": str(raw.dtype),
+        "raw_range": list(raw_range),
+        "label_sources": {lab.cls: lab.source.name for lab in labels},
+    }
+    with atomic_directory(out) as tmp:
+        root = open_group(tmp, mode="w")
+        raw_arr = create_array(root, "raw", shape, chunks, "uint8")
+        lab_group = root.create_group("labels") if labels else None
+        lab_arrs = {
+            lab.cls: create_array(lab_group, lab.cls, shape, chunks, "uint8") for lab in labels
+        }
+        counts = dict.fromkeys(lab_arrs, 0)
+        step = raw_arr.chunks[0]
+        for z0 in tqdm(range(0, shape[0], step), desc=f"import {name}", unit="slab", leave=False):
+            z1 = min(z0 + step, shape[0])
+            raw_arr[z0:z1] = to_uint8(_read_keyed(raw, f"datasets.{name}.raw", z0, z1), *raw_range)
+            cache: dict[int, np.ndarray] = {}
+            for lab in labels:
+                if id(lab.source) not in cache:
+                    cache[id(lab.source)] = _read_keyed(lab.source, lab.key, z0, z1)
+                data = cache[id(lab.source)]
+                mask = lab.mask(data)
+                lab_arrs[lab.cls][z0:z1] = mask
+                counts[lab.cls] += int(mask.sum())
+        total = float(np.prod(shape))
+        metadata["label_fractions"] = {c: n / total for c, n in counts.items()}
+        for cls, frac in metadata["label_fractions"].items():
+            if frac == 0.0:
+                log.warning("dataset %s: class %s has no labelled voxel", name, cls)
+        root.attrs.update(
+            {
+                "ome": {
+                    "version": "0.5",
+                    "multiscales": [ngff_multiscales(name, ["raw"], ds["voxel_size"])],
+                },
+                "sam4em": metadata,
+            }
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Training tiles and z-sequences cut from ``volume.zarr``."""

@@ -1,0 +1,125 @@
+"""Cut the slices of one split into model-sized 2D tiles and z-sequences.
+
+``tiles/{split}.zarr`` holds (zarr v3, Blosc/Zstd)::
+
+    images     (N, S, S) uint8          one tile per (slice, y, x) position
+    labels     (N, C, S, S) uint8 0/1   classes in config order; unlabelled classes stay 0
+    presence   (N, C) float32           fraction of the tile's pixels in each class
+    origin     (N, 3) int32             z (volume slice), y, x (after scaling) of the tile
+    sequences  (M, T) int32             indices into images: T consecutive slices, same y, x
+
+Attributes record the split, slices, tile size, stride, scale, classes, which classes
+are labelled, and the sequence length T (clamped to the number of slices in the split).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from skimage.transform import resize
+from tqdm import tqdm
+
+from sam4em.errors import InputDataError
+from sam4em.io.atomic import atomic_directory
+from sam4em.io.zarr_store import create_array, open_group
+from sam4em.tiling.grid import tile_starts
+
+
+def rescale_slice(image: np.ndarray, scale: float, is_mask: bool) -> np.ndarray:
+    """Resize a 2D slice by ``scale``; masks are resampled linearly and thresholded at 0.5."""
+    if scale == 1.0:
+        return image
+    shape = tuple(max(1, round(s * scale)) for s in image.shape)
+    if is_mask:
+        return (resize(image.astype(np.float32), shape, order=1, anti_aliasing=False) >= 0.5).astype(
+            np.uint8
+        )
+    out = resize(image, shape, order=1, anti_aliasing=scale < 1.0, preserve_range=True)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def _pad_to(image: np.ndarray, size: int) -> np.ndarray:
+    pad = [(0, max(0, size - s)) for s in image.shape[-2:]]
+    if not any(p for _, p in pad):
+        return image
+    return np.pad(image, [(0, 0)] * (image.ndim - 2) + pad)
+
+
+def write_tiles(
+    volume: str | os.PathLike[str],
+    split: str,
+    slices: range,
+    tiling: dict[str, Any],
+    out: str | os.PathLike[str],
+) -> Path:
+    """Write the tiles of ``slices`` of ``volume`` to ``out`` (see the module docstring)."""
+    root = open_group(volume)
+    meta = dict(root.attrs["sam4em"])
+    classes: list[str] = meta["classes"]
+    labelled: list[str] = meta["labelled_classes"]
+    if not labelled:
+        raise InputDataError(f"{volume}: dataset has no labels; training tiles need labels")
+    raw = root["raw"]
+    nz = raw.shape[0]
+    if slices.start < 0 or slices.stop > nz or len(slices) == 0:
+        raise InputDataError(
+            f"{volume}: split {split} slices {slices.start}-{slices.stop - 1} are outside the "
+            f"volume ({nz} slices)"
+        )
+    size, stride, scale = tiling["tile_size"], tiling["stride"], float(tiling["scale"])
+    scaled_yx = rescale_slice(np.zeros(raw.shape[1:], np.uint8), scale, False).shape
+    ys, xs = tile_starts(scaled_yx[0], size, stride), tile_starts(scaled_yx[1], size, stride)
+    per_slice = len(ys) * len(xs)
+    n = len(slices) * per_slice
+    seq_len = min(int(tiling["sequence_length"]), len(slices))
+    n_classes = len(classes)
+
+    with atomic_directory(out) as tmp:
+        grp = open_group(tmp, mode="w")
+        images = create_array(grp, "images", (n, size, size), (1, size, size), "uint8", None)
+        labels = create_array(
+            grp, "labels", (n, n_classes, size, size), (1, n_classes, size, size), "uint8", None
+        )
+        presence = np.zeros((n, n_classes), np.float32)
+        origin = np.zeros((n, 3), np.int32)
+        for si, z in enumerate(tqdm(slices, desc=f"tile {split}", unit="slice", leave=False)):
+            img = _pad_to(rescale_slice(np.asarray(raw[z]), scale, False), size)
+            lab = np.zeros((n_classes, *img.shape), np.uint8)
+            for ci, cls in enumerate(classes):
+                if cls in labelled:
+                    mask = rescale_slice(np.asarray(root["labels"][cls][z]), scale, True)
+                    lab[ci] = _pad_to(mask, size)
+            idx = si * per_slice
+            tile_imgs = np.stack([img[y : y + size, x : x + size] for y in ys for x in xs])
+            tile_labs = np.stack([lab[:, y : y + size, x : x + size] for y in ys for x in xs])
+            images[idx : idx + per_slice] = tile_imgs
+            labels[idx : idx + per_slice] = tile_labs
+            presence[idx : idx + per_slice] = tile_labs.mean(axis=(2, 3))
+            origin[idx : idx + per_slice] = [(z, y, x) for y in ys for x in xs]
+        grp.create_array("presence", data=presence, chunks=presence.shape)
+        grp.create_array("origin", data=origin, chunks=origin.shape)
+        starts = range(0, len(slices) - seq_len + 1)
+        seqs = np.array(
+            [[(s0 + t) * per_slice + p for t in range(seq_len)] for s0 in starts for p in range(per_slice)],
+            dtype=np.int32,
+        ).reshape(-1, seq_len)
+        grp.create_array("sequences", data=seqs, chunks=(max(1, len(seqs)), seq_len))
+        grp.attrs["sam4em"] = {
+            "dataset": meta["dataset"],
+            "split": split,
+            "slices": [slices.start, slices.stop - 1],
+            "tile_size": size,
+            "stride": stride,
+            "scale": scale,
+            "classes": classes,
+            "labelled_classes": labelled,
+            "sequence_length": seq_len,
+            "tiles_per_slice": per_slice,
+            "class_tile_fraction": {
+                c: float((presence[:, i] > 0).mean()) for i, c in enumerate(classes)
+            },
+        }
+    return Path(out)

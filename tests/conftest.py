@@ -1,0 +1,56 @@
+"""Shared fixtures: paths, the real VNC stack, running the CLI as users do."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_VNC = REPO.parent / "shared" / "data" / "drosophila-vnc"
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def vnc() -> Path:
+    """The real Drosophila VNC stack beside the checkout (../shared/data/drosophila-vnc)."""
+    if not (SHARED_VNC / "stack1" / "raw").is_dir():
+        pytest.skip(f"real VNC data not found at {SHARED_VNC}")
+    return SHARED_VNC
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sam4em ARGS`` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "sam4em", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def write_config(path: Path, datasets: dict[str, Any], **overrides: Any) -> Path:
+    """Write a config file with the given datasets and top-level overrides."""
+    config: dict[str, Any] = {"classes": ["glia", "mito", "synapse"], "datasets": datasets}
+    config.update(overrides)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """A user error: exit 2, one line on stderr naming what is wrong, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = [ln for ln in result.stderr.strip().splitlines() if ln.startswith("sam4em: error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])

@@ -1,0 +1,142 @@
+"""Bad input gives one clear line, exit status 2, and nothing that looks complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from tests.conftest import assert_user_error, run_cli, write_config
+
+
+def _tiff(path: Path, shape=(4, 32, 32)) -> str:
+    tifffile.imwrite(
+        path,
+        np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8),
+        photometric="minisblack",
+    )
+    return str(path)
+
+
+def _import(tmp: Path, dataset: dict, name: str = "d"):
+    cfg = write_config(tmp / "config.yaml", {name: {"voxel_size": [1, 1, 1], **dataset}})
+    out = tmp / "out" / "volume.zarr"
+    result = run_cli("import", "--config", str(cfg), "--dataset", name, "--out", str(out))
+    leftovers = list((tmp / "out").glob("*")) if (tmp / "out").exists() else []
+    assert leftovers == [], f"something was left behind: {leftovers}"
+    return result
+
+
+def test_truncated_tiff(tmp_path):
+    path = Path(_tiff(tmp_path / "stack.tif", (6, 64, 64)))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    result = _import(tmp_path, {"raw": str(path)})
+    assert_user_error(result, "datasets.d.raw", "stack.tif")
+
+
+def test_png_folder_with_differing_sizes(tmp_path):
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for z, size in enumerate([(32, 32), (32, 32), (40, 32)]):
+        Image.fromarray(np.zeros(size[::-1], np.uint8)).save(folder / f"{z}.png")
+    result = _import(tmp_path, {"raw": str(folder)})
+    assert_user_error(result, "slices differ in size", "2.png")
+
+
+def test_label_shape_mismatch(tmp_path):
+    raw = _tiff(tmp_path / "raw.tif", (4, 32, 32))
+    labels = _tiff(tmp_path / "labels.tif", (4, 32, 30))
+    result = _import(tmp_path, {"raw": raw, "labels": {"source": labels, "values": {"mito": 1}}})
+    assert_user_error(result, "datasets.d.labels.source", "does not match the raw volume")
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = _import(tmp_path, {"raw": str(tmp_path / "empty")})
+    assert_user_error(result, "datasets.d.raw", "no .tif, .tiff or .png slices")
+
+
+def test_missing_raw_file(tmp_path):
+    result = _import(tmp_path, {"raw": str(tmp_path / "nope.tif")})
+    assert_user_error(result, "datasets.d.raw", "no such file or folder")
+
+
+def test_hdf5_dataset_that_does_not_exist(tmp_path):
+    with h5py.File(tmp_path / "v.h5", "w") as fh:
+        fh.create_dataset("raw", data=np.zeros((2, 8, 8), np.uint8))
+    result = _import(tmp_path, {"raw": f"{tmp_path / 'v.h5'}:/volumes/missing"})
+    assert_user_error(result, "datasets.d.raw", "no such dataset", "datasets in the file: raw")
+
+
+def test_split_outside_volume(tmp_path):
+    raw = _tiff(tmp_path / "raw.tif", (4, 16, 16))
+    labels = _tiff(tmp_path / "lab.tif", (4, 16, 16))
+    result = _import(
+        tmp_path,
+        {
+            "raw": raw,
+            "labels": {"source": labels, "values": {"mito": 1}},
+            "split": {"train": [0, 2], "test": [3, 7]},
+        },
+    )
+    assert_user_error(result, "datasets.d.split.test", "outside the volume", "4 slices")
+
+
+def test_unknown_dataset_name(tmp_path):
+    cfg = write_config(tmp_path / "config.yaml", {"d": {"raw": "r.tif", "voxel_size": [1, 1, 1]}})
+    result = run_cli("import", "--config", str(cfg), "--dataset", "nope", "--out", str(tmp_path / "x"))
+    assert_user_error(result, "datasets.nope", "configured: d")
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragments"),
+    [
+        (lambda c: c.update(tilng={"tile_size": 64}), ["(top level)", "'tilng' was unexpected"]),
+        (lambda c: c["datasets"]["d"].update(voxel_sise=[1, 1, 1]), ["datasets.d", "voxel_sise"]),
+        (lambda c: c["datasets"]["d"].update(voxel_size="4nm"), ["datasets.d.voxel_size", "'4nm'"]),
+        (lambda c: c.update(tiling={"tile_size": "big"}), ["tiling.tile_size", "'big'"]),
+        (
+            lambda c: c["datasets"]["d"].update(labels={"source": "x.tif", "values": {"mitos": 1}}),
+            ["datasets.d.labels", "'mitos' is not in classes"],
+        ),
+        (
+            lambda c: c["datasets"]["d"].update(
+                labels={"source": "x.tif", "values": {"mito": 1}},
+                split={"train": [0, 5], "test": [4, 8]},
+            ),
+            ["datasets.d.split", "train and test overlap at slices 4-5"],
+        ),
+        (
+            lambda c: c.update(inference={"block_shape": [8, 500, 512], "chunks": [1, 256, 256]}),
+            ["inference.block_shape", "not a multiple"],
+        ),
+        (lambda c: c["datasets"]["d"].pop("voxel_size"), ["datasets.d", "'voxel_size' is a required"]),
+    ],
+    ids=["top-typo", "dataset-typo", "wrong-type", "tiling-type", "class", "overlap", "align", "missing"],
+)
+def test_config_errors(tmp_path, edit, fragments):
+    import yaml
+
+    config = {"classes": ["glia", "mito", "synapse"], "datasets": {"d": {"raw": "r.tif", "voxel_size": [1, 1, 1]}}}
+    edit(config)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run_cli("check-config", "--config", str(path))
+    assert_user_error(result, str(path), *fragments)
+
+
+def test_config_not_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("datasets: [unclosed\n")
+    assert_user_error(run_cli("check-config", "--config", str(path)), "not valid YAML", "line")
+
+
+def test_default_config_is_valid(repo):
+    result = run_cli("check-config", "--config", str(repo / "config" / "config.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout

@@ -1,0 +1,180 @@
+"""Round trip of every supported input format through ``sam4em import``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import mrcfile
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from PIL import Image
+
+from sam4em.io.intensity import to_uint8
+from sam4em.io.slice_folder import natural_key, to_single_channel
+from tests.conftest import run_cli, write_config
+
+SHAPE = (5, 37, 53)  # odd sizes on purpose
+
+
+def _volume(dtype: str, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if np.issubdtype(np.dtype(dtype), np.floating):
+        return (rng.normal(size=SHAPE) * 3.5 + 1.0).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(max(info.min, -3000), min(info.max, 60000), size=SHAPE).astype(dtype)
+
+
+def _labels(seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.choice(np.array([0, 159, 191, 223], np.uint8), size=SHAPE, p=[0.7, 0.1, 0.15, 0.05])
+
+
+def _write_slices(folder: Path, data: np.ndarray, suffix: str, mode: str | None = None) -> str:
+    folder.mkdir()
+    for z, img in enumerate(data):
+        name = folder / f"s{z}{suffix}"  # s10 must sort after s2: natural order
+        if suffix == ".png":
+            if mode == "I;16":
+                Image.fromarray(img.astype(np.uint16)).save(name)
+            elif mode == "LA":
+                Image.fromarray(np.stack([img, np.full_like(img, 255)], -1), "LA").save(name)
+            elif mode == "RGB":
+                Image.fromarray(np.stack([img] * 3, -1), "RGB").save(name)
+            else:
+                Image.fromarray(img, "L").save(name)
+        else:
+            tifffile.imwrite(name, img)
+    return str(folder)
+
+
+def _write(kind: str, tmp: Path, data: np.ndarray, tag: str) -> str:
+    if kind == "tiff":
+        tifffile.imwrite(tmp / f"{tag}.tif", data, photometric="minisblack")
+        return str(tmp / f"{tag}.tif")
+    if kind == "tiff-folder":
+        return _write_slices(tmp / f"{tag}_tif", data, ".tif")
+    if kind.startswith("png"):
+        mode = kind.split("-", 1)[1] if "-" in kind else "L"
+        return _write_slices(tmp / f"{tag}_png", data, ".png", mode)
+    if kind == "hdf5":
+        with h5py.File(tmp / f"{tag}.h5", "a") as fh:
+            fh.create_dataset(f"/volumes/{tag}", data=data, chunks=(1, 16, 16))
+        return f"{tmp / f'{tag}.h5'}:/volumes/{tag}"
+    if kind in ("zarr2", "zarr3"):
+        store = tmp / f"{tag}_{kind}.zarr"
+        grp = zarr.open_group(str(store), mode="w", zarr_format=int(kind[-1]))
+        grp.create_array(f"data/{tag}", data=data, chunks=(2, 16, 16))
+        return f"{store}/data/{tag}"
+    if kind == "mrc":
+        with mrcfile.new(tmp / f"{tag}.mrc") as mrc:
+            mrc.set_data(data)
+        return str(tmp / f"{tag}.mrc")
+    raise AssertionError(kind)
+
+
+CASES = [
+    ("tiff", "uint16"),
+    ("tiff-folder", "float32"),
+    ("png-L", "uint8"),
+    ("png-LA", "uint8"),
+    ("png-RGB", "uint8"),
+    ("png-I;16", "uint16"),
+    ("hdf5", "int16"),
+    ("zarr2", "float64"),
+    ("zarr3", "uint16"),
+    ("mrc", "float32"),
+]
+
+
+@pytest.mark.parametrize(("kind", "dtype"), CASES, ids=[f"{k}-{d}" for k, d in CASES])
+def test_round_trip(tmp_path, kind, dtype):
+    raw = _volume(dtype)
+    labels = _labels()
+    raw_spec = _write(kind, tmp_path, raw, "raw")
+    label_spec = _write(kind, tmp_path, labels, "labels")
+    cfg = write_config(
+        tmp_path / "config.yaml",
+        {
+            "d": {
+                "raw": raw_spec,
+                "labels": {"source": label_spec, "values": {"glia": 159, "mito": [191, 223]}},
+                "voxel_size": [40, 8, 8],
+                "split": {"train": [0, 2], "test": [3, 4]},
+            }
+        },
+        storage={"chunks": [2, 16, 16]},
+    )
+    out = tmp_path / "volume.zarr"
+    result = run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    root = zarr.open_group(str(out), mode="r")
+    expected_raw = raw if dtype == "uint8" else to_uint8(raw, float(raw.min()), float(raw.max()))
+    got = np.asarray(root["raw"])
+    assert got.dtype == np.uint8 and got.shape == SHAPE
+    np.testing.assert_array_equal(got, expected_raw)
+    np.testing.assert_array_equal(root["labels"]["glia"][...], (labels == 159).astype(np.uint8))
+    np.testing.assert_array_equal(
+        root["labels"]["mito"][...], np.isin(labels, [191, 223]).astype(np.uint8)
+    )
+    assert "synapse" not in root["labels"]  # not configured for this dataset
+    assert root["raw"].chunks == (2, 16, 16)
+    assert root.attrs["sam4em"]["raw_dtype"] == dtype
+
+
+def test_per_class_mask_sources(tmp_path):
+    labels = _labels()
+    mito = _write("tiff", tmp_path, (labels == 191).astype(np.uint8) * 255, "mito")
+    syn = _write("zarr3", tmp_path, (labels == 223).astype(np.uint8), "syn")
+    raw = _write("tiff", tmp_path, _volume("uint8"), "raw")
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        {"d": {"raw": raw, "labels": {"masks": {"mito": mito, "synapse": syn}}, "voxel_size": [1, 1, 1]}},
+    )
+    out = tmp_path / "v.zarr"
+    result = run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    root = zarr.open_group(str(out), mode="r")
+    np.testing.assert_array_equal(root["labels"]["mito"][...], labels == 191)
+    np.testing.assert_array_equal(root["labels"]["synapse"][...], labels == 223)
+    assert root.attrs["sam4em"]["labelled_classes"] == ["mito", "synapse"]
+
+
+def test_configured_raw_range_is_used(tmp_path):
+    raw = np.linspace(0, 4000, np.prod(SHAPE)).reshape(SHAPE).astype(np.uint16)
+    spec = _write("tiff", tmp_path, raw, "raw")
+    cfg = write_config(
+        tmp_path / "c.yaml", {"d": {"raw": spec, "raw_range": [1000, 3000], "voxel_size": [1, 1, 1]}}
+    )
+    out = tmp_path / "v.zarr"
+    assert run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(out)).returncode == 0
+    got = zarr.open_group(str(out), mode="r")["raw"][...]
+    np.testing.assert_array_equal(got, to_uint8(raw, 1000, 3000))
+    assert got.min() == 0 and got.max() == 255
+
+
+def test_natural_sort_order():
+    names = ["s10.png", "s2.png", "s1.png", "S3.png"]
+    assert sorted(names, key=natural_key) == ["s1.png", "s2.png", "S3.png", "s10.png"]
+
+
+def test_colour_reduction():
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    np.testing.assert_array_equal(to_single_channel(np.stack([grey] * 3, -1)), grey)
+    np.testing.assert_array_equal(to_single_channel(np.stack([grey, grey * 0 + 7], -1)), grey)
+    colour = np.zeros((1, 1, 3), np.uint8)
+    colour[0, 0] = (255, 0, 0)
+    assert to_single_channel(colour)[0, 0] == 76  # 0.299 * 255, rounded
+
+
+def test_small_stack_saved_as_planar_rgb_reads_as_slices(tmp_path):
+    """tifffile stores a (3, y, x) array as one planar RGB page by default: still 3 slices."""
+    data = np.random.default_rng(3).integers(0, 255, (3, 20, 24), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgbish.tif", data, photometric="rgb", planarconfig="separate")
+    from sam4em.io.source import open_source
+
+    with open_source(tmp_path / "rgbish.tif") as src:
+        assert src.shape == (3, 20, 24)
+        np.testing.assert_array_equal(src.read(1, 3), data[1:3])

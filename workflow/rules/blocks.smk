@@ -1,0 +1,15 @@
+# The block plan: a checkpoint, since the number of inference jobs depends on it.
+
+
+checkpoint plan_blocks:
+    input:
+        f"{R}/{{dataset}}/volume.zarr",
+    output:
+        f"{R}/{{dataset}}/blocks.json",
+    log:
+        f"{R}/logs/{{dataset}}/plan_blocks.log",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "{SAM4EM} plan-blocks --config {CONFIG_FILE} --volume {input} --out {output} > {log} 2>&1"

@@ -1,0 +1,42 @@
+# Shared helpers: config validation, paths, per-dataset targets.
+
+import shlex
+import sys
+
+from sam4em.config import validate_config, write_effective_config
+
+validate_config(config, "config")
+
+R = config["results_dir"]
+DATASETS = list(config["datasets"])
+CONFIG_FILE = str(write_effective_config(config, f"{R}/.config"))
+# every rule calls the package with the interpreter that runs Snakemake
+SAM4EM = f"{shlex.quote(sys.executable)} -m sam4em"
+DEMO_DEST = config["demo"]["dest"].rstrip("/")
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    split="train|val|test",
+
+
+def uses_demo_data(dataset):
+    """True when a dataset reads from the demo folder, which fetch_demo provides."""
+    ds = config["datasets"][dataset]
+    labels = ds.get("labels") or {}
+    paths = [ds["raw"], labels.get("source", ""), *(labels.get("masks") or {}).values()]
+    return any(str(p).startswith(DEMO_DEST + "/") for p in paths)
+
+
+def labelled_splits(dataset):
+    """Splits that get training tiles (train and val, where configured)."""
+    split = config["datasets"][dataset].get("split") or {}
+    return [s for s in ("train", "val") if s in split]
+
+
+def dataset_targets(dataset):
+    """Every final output of one dataset with the stages that exist so far."""
+    return [
+        *expand(f"{R}/{dataset}/tiles/{{split}}.zarr", split=labelled_splits(dataset)),
+        f"{R}/{dataset}/blocks.json",
+    ]

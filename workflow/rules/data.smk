@@ -1,0 +1,27 @@
+# Demo data and import into the canonical volume.zarr.
+
+
+rule fetch_demo:
+    output:
+        directory(DEMO_DEST),
+    log:
+        f"{R}/logs/fetch_demo.log",
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    shell:
+        "{SAM4EM} fetch-demo --config {CONFIG_FILE} --dest {output} > {log} 2>&1"
+
+
+rule import_volume:
+    input:
+        lambda wc: [DEMO_DEST] if uses_demo_data(wc.dataset) else [],
+    output:
+        directory(f"{R}/{{dataset}}/volume.zarr"),
+    log:
+        f"{R}/logs/{{dataset}}/import_volume.log",
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "{SAM4EM} import --config {CONFIG_FILE} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"

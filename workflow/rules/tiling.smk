@@ -1,0 +1,16 @@
+# Training tiles and z-sequences per split.
+
+
+rule tile:
+    input:
+        f"{R}/{{dataset}}/volume.zarr",
+    output:
+        directory(f"{R}/{{dataset}}/tiles/{{split}}.zarr"),
+    log:
+        f"{R}/logs/{{dataset}}/tile_{{split}}.log",
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "{SAM4EM} tile --config {CONFIG_FILE} --dataset {wildcards.dataset} --split {wildcards.split}"
+        " --volume {input} --out {output} > {log} 2>&1"
