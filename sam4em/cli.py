@@ -22,7 +22,8 @@ def _cmd_check_config(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
 
     config = load_config(args.config)
-    print(f"{args.config}: valid ({len(config['datasets'])} dataset(s): {', '.join(config['datasets'])})")
+    names = ", ".join(config["datasets"])
+    print(f"{args.config}: valid ({len(config['datasets'])} dataset(s): {names})")
 
 
 def _cmd_fetch_demo(args: argparse.Namespace) -> None:
@@ -85,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only print warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[[argparse.Namespace], None], help: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: Callable[[argparse.Namespace], None], help: str
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
         p.add_argument("--config", default="config/config.yaml", help="config file (YAML)")

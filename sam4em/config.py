@@ -80,7 +80,9 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
             raise ConfigError(f"{origin}: {key}.split: a split needs labels, and none are set")
         for part, (first, last) in split.items():
             if first > last:
-                raise ConfigError(f"{origin}: {key}.split.{part}: first slice {first} > last {last}")
+                raise ConfigError(
+                    f"{origin}: {key}.split.{part}: first slice {first} > last {last}"
+                )
         parts = [(p, split[p]) for p in SPLITS if p in split]
         for i, (a, (a0, a1)) in enumerate(parts):
             for b, (b0, b1) in parts[i + 1 :]:
@@ -99,7 +101,9 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
             f"{tiling['tile_size']} (tiles would leave gaps)"
         )
     inf = config["inference"]
-    for axis, (b, c) in zip("zyx", zip(inf["block_shape"], inf["chunks"], strict=True), strict=True):
+    for axis, (b, c) in zip(
+        "zyx", zip(inf["block_shape"], inf["chunks"], strict=True), strict=True
+    ):
         if b % c:
             raise ConfigError(
                 f"{origin}: inference.block_shape: {axis} size {b} is not a multiple of "
@@ -118,7 +122,9 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(
+            f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"
+        ) from None
     return validate_config(config if config is not None else {}, str(path))
 
 

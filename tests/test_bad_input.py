@@ -89,7 +89,9 @@ def test_split_outside_volume(tmp_path):
 
 def test_unknown_dataset_name(tmp_path):
     cfg = write_config(tmp_path / "config.yaml", {"d": {"raw": "r.tif", "voxel_size": [1, 1, 1]}})
-    result = run_cli("import", "--config", str(cfg), "--dataset", "nope", "--out", str(tmp_path / "x"))
+    result = run_cli(
+        "import", "--config", str(cfg), "--dataset", "nope", "--out", str(tmp_path / "x")
+    )
     assert_user_error(result, "datasets.nope", "configured: d")
 
 
@@ -115,14 +117,29 @@ def test_unknown_dataset_name(tmp_path):
             lambda c: c.update(inference={"block_shape": [8, 500, 512], "chunks": [1, 256, 256]}),
             ["inference.block_shape", "not a multiple"],
         ),
-        (lambda c: c["datasets"]["d"].pop("voxel_size"), ["datasets.d", "'voxel_size' is a required"]),
+        (
+            lambda c: c["datasets"]["d"].pop("voxel_size"),
+            ["datasets.d", "'voxel_size' is a required"],
+        ),
     ],
-    ids=["top-typo", "dataset-typo", "wrong-type", "tiling-type", "class", "overlap", "align", "missing"],
+    ids=[
+        "top-typo",
+        "dataset-typo",
+        "wrong-type",
+        "tiling-type",
+        "class",
+        "overlap",
+        "align",
+        "missing",
+    ],
 )
 def test_config_errors(tmp_path, edit, fragments):
     import yaml
 
-    config = {"classes": ["glia", "mito", "synapse"], "datasets": {"d": {"raw": "r.tif", "voxel_size": [1, 1, 1]}}}
+    config = {
+        "classes": ["glia", "mito", "synapse"],
+        "datasets": {"d": {"raw": "r.tif", "voxel_size": [1, 1, 1]}},
+    }
     edit(config)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))

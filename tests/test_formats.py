@@ -131,7 +131,13 @@ def test_per_class_mask_sources(tmp_path):
     raw = _write("tiff", tmp_path, _volume("uint8"), "raw")
     cfg = write_config(
         tmp_path / "c.yaml",
-        {"d": {"raw": raw, "labels": {"masks": {"mito": mito, "synapse": syn}}, "voxel_size": [1, 1, 1]}},
+        {
+            "d": {
+                "raw": raw,
+                "labels": {"masks": {"mito": mito, "synapse": syn}},
+                "voxel_size": [1, 1, 1],
+            }
+        },
     )
     out = tmp_path / "v.zarr"
     result = run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(out))
@@ -146,10 +152,13 @@ def test_configured_raw_range_is_used(tmp_path):
     raw = np.linspace(0, 4000, np.prod(SHAPE)).reshape(SHAPE).astype(np.uint16)
     spec = _write("tiff", tmp_path, raw, "raw")
     cfg = write_config(
-        tmp_path / "c.yaml", {"d": {"raw": spec, "raw_range": [1000, 3000], "voxel_size": [1, 1, 1]}}
+        tmp_path / "c.yaml",
+        {"d": {"raw": spec, "raw_range": [1000, 3000], "voxel_size": [1, 1, 1]}},
     )
     out = tmp_path / "v.zarr"
-    assert run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(out)).returncode == 0
+    assert (
+        run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(out)).returncode == 0
+    )
     got = zarr.open_group(str(out), mode="r")["raw"][...]
     np.testing.assert_array_equal(got, to_uint8(raw, 1000, 3000))
     assert got.min() == 0 and got.max() == 255

@@ -25,9 +25,7 @@ class Hdf5Source(VolumeSource):
         key = key.strip("/")
         obj = self._file.get(key) if key else None
         if not isinstance(obj, h5py.Dataset):
-            found = sorted(
-                name for name, o in _walk(self._file) if isinstance(o, h5py.Dataset)
-            )
+            found = sorted(name for name, o in _walk(self._file) if isinstance(o, h5py.Dataset))
             self._file.close()
             hint = f"; datasets in the file: {', '.join(found[:10])}" if found else ""
             raise InputDataError(f"{self.name}: no such dataset in the HDF5 file{hint}")

@@ -54,7 +54,9 @@ def ngff_multiscales(
     datasets = []
     for path, f in zip(paths, factors, strict=True):
         scale = [float(voxel_size[0]), float(voxel_size[1]) * f, float(voxel_size[2]) * f]
-        datasets.append({"path": path, "coordinateTransformations": [{"type": "scale", "scale": scale}]})
+        datasets.append(
+            {"path": path, "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+        )
     return {
         "name": name,
         "axes": [

@@ -34,9 +34,9 @@ def rescale_slice(image: np.ndarray, scale: float, is_mask: bool) -> np.ndarray:
         return image
     shape = tuple(max(1, round(s * scale)) for s in image.shape)
     if is_mask:
-        return (resize(image.astype(np.float32), shape, order=1, anti_aliasing=False) >= 0.5).astype(
-            np.uint8
-        )
+        return (
+            resize(image.astype(np.float32), shape, order=1, anti_aliasing=False) >= 0.5
+        ).astype(np.uint8)
     out = resize(image, shape, order=1, anti_aliasing=scale < 1.0, preserve_range=True)
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
@@ -103,7 +103,11 @@ def write_tiles(
         grp.create_array("origin", data=origin, chunks=origin.shape)
         starts = range(0, len(slices) - seq_len + 1)
         seqs = np.array(
-            [[(s0 + t) * per_slice + p for t in range(seq_len)] for s0 in starts for p in range(per_slice)],
+            [
+                [(s0 + t) * per_slice + p for t in range(seq_len)]
+                for s0 in starts
+                for p in range(per_slice)
+            ],
             dtype=np.int32,
         ).reshape(-1, seq_len)
         grp.create_array("sequences", data=seqs, chunks=(max(1, len(seqs)), seq_len))

@@ -9,7 +9,7 @@ validate_config(config, "config")
 
 R = config["results_dir"]
 DATASETS = list(config["datasets"])
-CONFIG_FILE = str(write_effective_config(config, f"{R}/.config"))
+CONFIG_FILE = str(write_effective_config(config, ".snakemake/sam4em"))
 # every rule calls the package with the interpreter that runs Snakemake
 SAM4EM = f"{shlex.quote(sys.executable)} -m sam4em"
 DEMO_DEST = config["demo"]["dest"].rstrip("/")

@@ -1,0 +1,69 @@
+"""The block plan partitions the volume exactly, on the chunk grid."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sam4em.blocks.plan import block_ids, load_plan, plan_blocks, write_plan
+
+
+@st.composite
+def plans(draw):
+    shape = tuple(draw(st.integers(1, 40)) for _ in range(3))
+    chunks = tuple(draw(st.integers(1, 8)) for _ in range(3))
+    block = tuple(c * draw(st.integers(1, 4)) for c in chunks)
+    return shape, block, chunks, draw(st.integers(0, 12)), draw(st.integers(0, 6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(plans())
+def test_cores_partition_the_volume(args):
+    shape, block, chunks, halo, warmup = args
+    blocks = plan_blocks(shape, block, chunks, halo, warmup)
+    cover = np.zeros(shape, np.int32)
+    for b in blocks:
+        cover[b.core.slices()] += 1
+        # cores start on the chunk grid and stay inside the volume
+        assert all(s % c == 0 for s, c in zip(b.core.start, chunks, strict=True))
+        assert all(
+            0 <= a < e <= n for a, e, n in zip(b.core.start, b.core.stop, shape, strict=True)
+        )
+        # a core ends on the grid unless it is the last along that axis
+        for e, c, n in zip(b.core.stop, chunks, shape, strict=True):
+            assert e % c == 0 or e == n
+        # read box = core + XY halo, clipped; same z range as the core
+        assert (b.read.start[0], b.read.stop[0]) == (b.core.start[0], b.core.stop[0])
+        for ax in (1, 2):
+            assert b.read.start[ax] == max(0, b.core.start[ax] - halo)
+            assert b.read.stop[ax] == min(shape[ax], b.core.stop[ax] + halo)
+        # warm-up slices lie just before the core
+        assert b.warmup == (max(0, b.core.start[0] - warmup), b.core.start[0])
+    assert cover.min() == 1 and cover.max() == 1
+    assert len({b.id for b in blocks}) == len(blocks)
+
+
+def test_demo_plan_numbers():
+    blocks = plan_blocks((20, 1024, 1024), (10, 512, 512), (1, 256, 256), halo=64, warmup=2)
+    assert len(blocks) == 8
+    second_z = [b for b in blocks if b.index[0] == 1]
+    assert all(b.warmup == (8, 10) for b in second_z)
+
+
+def test_misaligned_block_shape_is_refused():
+    with pytest.raises(ValueError, match="not a multiple"):
+        plan_blocks((10, 100, 100), (4, 50, 64), (1, 32, 32), 0, 0)
+
+
+def test_plan_file_round_trip(tmp_path):
+    settings = {"block_shape": [4, 32, 32], "chunks": [2, 16, 16], "halo": 8, "warmup": 1}
+    blocks = write_plan(tmp_path / "blocks.json", (9, 50, 70), settings)
+    assert load_plan(tmp_path / "blocks.json") == blocks
+    data = json.loads((tmp_path / "blocks.json").read_text())
+    assert data["volume_shape"] == [9, 50, 70] and data["settings"] == settings
+    assert block_ids(tmp_path / "blocks.json") == [b.id for b in blocks]
+    assert not list(tmp_path.glob("*.partial-*"))

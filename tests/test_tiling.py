@@ -1,0 +1,127 @@
+"""Training tiles, z-sequences and class presence from volume.zarr."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sam4em.tiling.grid import tile_starts
+from tests.conftest import assert_user_error, run_cli, write_config
+
+
+@given(st.integers(1, 3000), st.integers(1, 512), st.data())
+def test_tile_starts_cover_every_pixel(length, tile, data):
+    stride = data.draw(st.integers(1, tile))
+    starts = tile_starts(length, tile, stride)
+    assert starts == sorted(set(starts)) and starts[0] == 0
+    if length <= tile:
+        assert starts == [0]
+        return
+    assert starts[-1] + tile == length  # the last tile ends at the border
+    assert all(b - a <= stride for a, b in zip(starts, starts[1:], strict=False))
+
+
+def _make_volume(tmp_path, nz=6, ny=70, nx=90):
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 255, (nz, ny, nx), dtype=np.uint8)
+    labels = np.zeros_like(raw)
+    labels[:, 10:30, 10:40] = 191  # mito block in the upper-left
+    labels[2:4, 50:60, 70:80] = 223  # a small synapse in two slices
+    tifffile.imwrite(tmp_path / "raw.tif", raw, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "lab.tif", labels, photometric="minisblack")
+    dataset = {
+        "raw": str(tmp_path / "raw.tif"),
+        "labels": {"source": str(tmp_path / "lab.tif"), "values": {"mito": 191, "synapse": 223}},
+        "voxel_size": [30, 5, 5],
+        "split": {"train": [0, 4], "val": [5, 5]},
+    }
+    return raw, labels, dataset
+
+
+def _tile(tmp_path, dataset, split, **tiling):
+    cfg = write_config(tmp_path / "c.yaml", {"d": dataset}, tiling=tiling)
+    vol = tmp_path / "volume.zarr"
+    if not vol.exists():
+        r = run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(vol))
+        assert r.returncode == 0, r.stderr
+    out = tmp_path / f"{split}.zarr"
+    r = run_cli(
+        "tile", "--config", str(cfg), "--dataset", "d", "--split", split,
+        "--volume", str(vol), "--out", str(out),
+    )  # fmt: skip
+    return r, out
+
+
+def test_tiles_match_the_volume(tmp_path):
+    raw, labels, dataset = _make_volume(tmp_path)
+    r, out = _tile(tmp_path, dataset, "train", tile_size=32, stride=24, sequence_length=3)
+    assert r.returncode == 0, r.stderr
+    g = zarr.open_group(str(out), mode="r")
+    meta = g.attrs["sam4em"]
+    ys, xs = tile_starts(70, 32, 24), tile_starts(90, 32, 24)
+    assert meta["tiles_per_slice"] == len(ys) * len(xs)
+    assert g["images"].shape == (5 * len(ys) * len(xs), 32, 32)
+    assert meta["classes"] == ["glia", "mito", "synapse"]
+    assert meta["labelled_classes"] == ["mito", "synapse"]
+    images, labs, origin = g["images"][...], g["labels"][...], g["origin"][...]
+    presence = g["presence"][...]
+    for i in range(0, len(images), 7):
+        z, y, x = origin[i]
+        assert 0 <= z <= 4
+        np.testing.assert_array_equal(images[i], raw[z, y : y + 32, x : x + 32])
+        np.testing.assert_array_equal(labs[i, 1], labels[z, y : y + 32, x : x + 32] == 191)
+        np.testing.assert_array_equal(labs[i, 2], labels[z, y : y + 32, x : x + 32] == 223)
+        assert labs[i, 0].max() == 0  # glia is not labelled in this dataset
+        np.testing.assert_allclose(presence[i], labs[i].mean(axis=(1, 2)), rtol=1e-6)
+    # synapse tiles exist only in slices 2 and 3
+    syn_z = set(origin[presence[:, 2] > 0, 0].tolist())
+    assert syn_z == {2, 3}
+    # sequences: T consecutive slices of the same y, x
+    seqs = g["sequences"][...]
+    assert seqs.shape == ((5 - 3 + 1) * meta["tiles_per_slice"], 3)
+    for seq in seqs:
+        o = origin[seq]
+        assert (np.diff(o[:, 0]) == 1).all()
+        assert (o[:, 1:] == o[0, 1:]).all()
+
+
+def test_sequence_length_clamped_to_short_split(tmp_path):
+    _, _, dataset = _make_volume(tmp_path)
+    r, out = _tile(tmp_path, dataset, "val", tile_size=32, stride=32, sequence_length=4)
+    assert r.returncode == 0, r.stderr
+    g = zarr.open_group(str(out), mode="r")
+    assert g.attrs["sam4em"]["sequence_length"] == 1
+    assert g["sequences"].shape[1] == 1
+
+
+def test_scale_and_padding(tmp_path):
+    raw, labels, dataset = _make_volume(tmp_path)
+    r, out = _tile(tmp_path, dataset, "train", tile_size=64, stride=64, scale=0.5)
+    assert r.returncode == 0, r.stderr
+    g = zarr.open_group(str(out), mode="r")
+    # 70x90 at scale 0.5 is 35x45: one padded 64x64 tile per slice
+    assert g["images"].shape == (5, 64, 64)
+    img = g["images"][0]
+    assert img[35:].max() == 0 and img[:, 45:].max() == 0
+    mito = g["labels"][0, 1]
+    assert mito[5:15, 5:20].all() and mito[20:].sum() == 0
+    assert g.attrs["sam4em"]["scale"] == 0.5
+
+
+def test_unconfigured_split_is_an_error(tmp_path):
+    _, _, dataset = _make_volume(tmp_path)
+    r, _ = _tile(tmp_path, dataset, "test", tile_size=32, stride=32)
+    assert_user_error(r, "datasets.d.split.test", "not configured")
+
+
+@pytest.mark.parametrize("stride", [33])
+def test_stride_larger_than_tile_is_refused(tmp_path, stride):
+    _, _, dataset = _make_volume(tmp_path)
+    cfg = write_config(
+        tmp_path / "c.yaml", {"d": dataset}, tiling={"tile_size": 32, "stride": stride}
+    )
+    assert_user_error(run_cli("check-config", "--config", str(cfg)), "tiling.stride")

@@ -1,0 +1,105 @@
+"""The Snakemake workflow: dry run on the default config, and a real local run."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(repo: Path, workdir: Path, *args: str, config: Path | None = None):
+    cmd = [
+        *SNAKEMAKE,
+        "--snakefile", str(repo / "workflow" / "Snakefile"),
+        "--directory", str(workdir),
+        "--profile", str(repo / "profiles" / "local"),
+        "--cores", "2",
+        *args,
+    ]  # fmt: skip
+    if config is not None:  # last: --configfile takes every word after it
+        cmd += ["--configfile", str(config)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[-1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_dry_run_of_all_on_the_default_config(repo, tmp_path):
+    r = snakemake(repo, tmp_path, "-n", "all", config=repo / "config" / "config.yaml")
+    assert r.returncode == 0, r.stderr + r.stdout
+    counts = _job_counts(r.stdout + r.stderr)
+    assert counts == {
+        "fetch_demo": 1,
+        "import_volume": 1,
+        "plan_blocks": 1,
+        "tile": 2,
+        "all": 1,
+        "total": 6,
+    }
+    assert not (tmp_path / "results").exists()  # a dry run writes no results
+
+
+@pytest.fixture(scope="module")
+def local_run(repo, vnc, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("wf")
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    config["demo"]["local_copies"] = [str(vnc)]
+    cfg = workdir / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    r = snakemake(repo, workdir, "all", config=cfg)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return workdir, cfg, config
+
+
+def test_local_run_writes_every_stage(local_run):
+    workdir, _, config = local_run
+    res = workdir / "results" / "vnc"
+    vol = zarr.open_group(str(res / "volume.zarr"), mode="r")
+    assert vol["raw"].shape == (20, 1024, 1024)
+    assert sorted(vol["labels"].array_keys()) == ["glia", "mito", "synapse"]
+    train = zarr.open_group(str(res / "tiles" / "train.zarr"), mode="r")
+    val = zarr.open_group(str(res / "tiles" / "val.zarr"), mode="r")
+    assert train.attrs["sam4em"]["slices"] == [0, 13]
+    assert val.attrs["sam4em"]["slices"] == [14, 15]
+    origin = np.concatenate([train["origin"][...], val["origin"][...]])
+    assert origin[:, 0].max() <= 15  # the test slices 16-19 are never tiled
+    plan = json.loads((res / "blocks.json").read_text())
+    assert len(plan["blocks"]) == 8
+    assert plan["settings"]["block_shape"] == config["inference"]["block_shape"]
+    assert (workdir / "results" / "logs" / "vnc" / "import_volume.log").is_file()
+
+
+def test_second_run_has_nothing_to_do(repo, local_run):
+    workdir, cfg, _ = local_run
+    r = snakemake(repo, workdir, "-n", "all", config=cfg)
+    assert r.returncode == 0
+    assert "Nothing to be done" in r.stdout + r.stderr
+
+
+def test_single_target_reruns_alone(repo, local_run):
+    workdir, cfg, _ = local_run
+    target = workdir / "results" / "vnc" / "blocks.json"
+    before = target.read_text()
+    target.unlink()
+    r = snakemake(repo, workdir, "results/vnc/blocks.json", config=cfg)
+    assert r.returncode == 0, r.stderr[-3000:]
+    counts = _job_counts(r.stdout + r.stderr)
+    assert counts.get("plan_blocks") == 1 and counts.get("total") == 1
+    assert target.read_text() == before
+
+
+def test_dataset_target_rule(repo, local_run):
+    workdir, cfg, _ = local_run
+    r = snakemake(repo, workdir, "-n", "dataset_vnc", config=cfg)
+    assert r.returncode == 0, r.stderr[-3000:]
