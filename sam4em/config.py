@@ -9,6 +9,7 @@ happen when the data is read, in :mod:`sam4em.io.importer`.
 
 from __future__ import annotations
 
+import logging
 import os
 from importlib import resources
 from pathlib import Path
@@ -20,6 +21,7 @@ import yaml
 from sam4em.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 
 
 def schema_path() -> Path:
@@ -99,6 +101,16 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
         raise ConfigError(
             f"{origin}: tiling.stride: {tiling['stride']} is larger than tiling.tile_size "
             f"{tiling['tile_size']} (tiles would leave gaps)"
+        )
+    model = config["model"]
+    if tiling["tile_size"] != model["img_size"]:
+        raise ConfigError(
+            f"{origin}: tiling.tile_size: {tiling['tile_size']} differs from model.img_size "
+            f"{model['img_size']} (tiles are the model's input)"
+        )
+    if model["checkpoint"] is None and model["preset"] != "vit_tiny":
+        log.warning(
+            "model.preset %s without model.checkpoint: random initialisation", model["preset"]
         )
     inf = config["inference"]
     for axis, (b, c) in zip(

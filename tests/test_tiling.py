@@ -43,7 +43,8 @@ def _make_volume(tmp_path, nz=6, ny=70, nx=90):
 
 
 def _tile(tmp_path, dataset, split, **tiling):
-    cfg = write_config(tmp_path / "c.yaml", {"d": dataset}, tiling=tiling)
+    size = tiling.get("tile_size", 256)
+    cfg = write_config(tmp_path / "c.yaml", {"d": dataset}, tiling=tiling, model={"img_size": size})
     vol = tmp_path / "volume.zarr"
     if not vol.exists():
         r = run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(vol))
@@ -125,3 +126,9 @@ def test_stride_larger_than_tile_is_refused(tmp_path, stride):
         tmp_path / "c.yaml", {"d": dataset}, tiling={"tile_size": 32, "stride": stride}
     )
     assert_user_error(run_cli("check-config", "--config", str(cfg)), "tiling.stride")
+
+
+def test_tile_size_must_match_model_input(tmp_path):
+    _, _, dataset = _make_volume(tmp_path)
+    cfg = write_config(tmp_path / "c.yaml", {"d": dataset}, tiling={"tile_size": 64, "stride": 64})
+    assert_user_error(run_cli("check-config", "--config", str(cfg)), "differs from model.img_size")

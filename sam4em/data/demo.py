@@ -60,12 +60,12 @@ def _copy_tree(src: Path, dest: Path) -> None:
             shutil.copy2(src / name, dest / name)
 
 
-def download(url: str, target: Path, timeout: float = 60.0) -> None:
+def download(url: str, target: Path, timeout: float = 60.0, desc: str = "download") -> None:
     """Download ``url`` to ``target`` with a progress bar."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(target, "wb") as fh:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc="download demo") as bar:
+            with tqdm(total=total, unit="B", unit_scale=True, desc=desc) as bar:
                 while chunk := resp.read(1 << 20):
                     fh.write(chunk)
                     bar.update(len(chunk))
@@ -103,7 +103,7 @@ def fetch_demo(
             log.info("demo data: no local copy, downloading %s", url)
             with tempfile.TemporaryDirectory(dir=dest.parent) as work:
                 archive = Path(work) / "demo.zip"
-                download(url, archive)
+                download(url, archive, desc="download demo")
                 root = _extract_archive(archive, Path(work) / "unpacked")
                 _verify(root, sha256, url)
                 _copy_tree(root, tmp)

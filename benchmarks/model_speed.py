@@ -1,0 +1,96 @@
+"""Forward time per 2D tile and per sequence slice, with parameter counts; prints JSON.
+
+CPU always; CUDA too when available (bf16 autocast). vit_b is random-initialised here
+(timing does not depend on the weights).
+Usage: .venv/bin/python benchmarks/model_speed.py [--repeats N] [--batch B]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from sam4em.model.model_config import ModelConfig
+from sam4em.model.sam4em_model import build_model
+
+CASES = [("vit_tiny", 256), ("vit_tiny", 512), ("vit_b", 512)]
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def time_model(preset: str, size: int, device: str, batch: int, repeats: int) -> dict[str, float]:
+    """Seconds per tile for the 2D forward and per slice (of ``batch`` tiles) with memory."""
+    model = build_model(ModelConfig(preset=preset, img_size=size)).eval().to(device)
+    x = torch.rand((batch, 1, size, size), device=device) * 255
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
+    with autocast:
+        model(x)  # warm-up
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            model(x)
+        _sync(device)
+        per_tile = (time.perf_counter() - t0) / (repeats * batch)
+        bank = model.new_memory()
+        for _ in range(model.config.memory.slots):  # fill the bank: the steady state
+            model.step(x, bank)
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            model.step(x, bank)
+        _sync(device)
+        per_slice_tile = (time.perf_counter() - t0) / (repeats * batch)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "tile_2d": per_tile,
+        "sequence_slice": per_slice_tile,
+        "params_total": total,
+        "params_trainable": trainable,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=2)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    seconds: dict[str, dict[str, float]] = {}
+    params: dict[str, dict[str, int]] = {}
+    for device in devices:
+        for preset, size in CASES:
+            r = time_model(preset, size, device, args.batch, args.repeats)
+            key = f"{device}/{preset}@{size}"
+            seconds[key] = {
+                "tile_2d": round(r["tile_2d"], 4),
+                "sequence_slice": round(r["sequence_slice"], 4),
+            }
+            params[f"{preset}@{size}"] = {
+                "total": r["params_total"],
+                "trainable": r["params_trainable"],
+            }
+    print(
+        json.dumps(
+            {
+                "seconds_per_tile": seconds,
+                "params": params,
+                "torch_threads": torch.get_num_threads(),
+                "batch": args.batch,
+                "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""LoRA adapters on the image encoder through ``peft``."""
+
+from __future__ import annotations
+
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+from sam4em.model.model_config import LoraSettings
+
+# encoder module names (segment-anything ImageEncoderViT) for each target kind
+_TARGET_PATTERNS = {
+    "qkv": r"blocks\.\d+\.attn\.qkv",
+    "proj": r"blocks\.\d+\.attn\.proj",
+    "mlp": r"blocks\.\d+\.mlp\.lin[12]",
+}
+
+
+def add_lora(encoder: nn.Module, settings: LoraSettings) -> nn.Module:
+    """Inject LoRA adapters into ``encoder`` in place; only the adapters stay trainable."""
+    pattern = "|".join(_TARGET_PATTERNS[t] for t in settings.targets)
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=rf".*(?:{pattern})$",
+        bias="none",
+    )
+    inject_adapter_in_model(config, encoder)
+    for name, param in encoder.named_parameters():
+        param.requires_grad = "lora_" in name
+    return encoder
+
+
+def lora_layers(module: nn.Module) -> list[LoraLayer]:
+    """Every LoRA-adapted layer inside ``module``."""
+    return [m for m in module.modules() if isinstance(m, LoraLayer)]
+
+
+def merge_lora(module: nn.Module) -> int:
+    """Fold the adapters into the base weights (for fast inference); returns how many."""
+    layers = lora_layers(module)
+    for layer in layers:
+        if not layer.merged:
+            layer.merge()
+    return len(layers)
+
+
+def unmerge_lora(module: nn.Module) -> None:
+    """Undo :func:`merge_lora` (to train again)."""
+    for layer in lora_layers(module):
+        if layer.merged:
+            layer.unmerge()

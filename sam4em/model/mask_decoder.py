@@ -1,0 +1,85 @@
+"""A SAM mask decoder with no user prompt and one mask output per class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from segment_anything.modeling.common import LayerNorm2d
+from segment_anything.modeling.mask_decoder import MLP
+from segment_anything.modeling.transformer import TwoWayTransformer
+from torch import nn
+
+
+@dataclass
+class DecoderOutput:
+    """What one decoding stage produces, at 4x the embedding resolution."""
+
+    logits: torch.Tensor  # (B, C, 4h, 4w) one multi-label logit map per class
+    tokens: torch.Tensor  # (B, C, dim) the class tokens after the transformer
+    features: torch.Tensor  # (B, dim // 8, 4h, 4w) upscaled image features
+
+
+class PromptFreeMaskDecoder(nn.Module):
+    """SAM's two-way transformer decoder with one learnt token per class.
+
+    Module names follow segment-anything's ``MaskDecoder`` (``transformer``,
+    ``mask_tokens``, ``output_upscaling``, ``output_hypernetworks_mlps``) so that SAM's
+    weights load where shapes allow. With ``skip_features`` another stage's upscaled
+    features are added before the masks are formed (the H-SAM skip connection).
+    """
+
+    def __init__(
+        self,
+        *,
+        dim: int,
+        num_classes: int,
+        depth: int = 2,
+        heads: int = 8,
+        mlp_dim: int = 2048,
+        skip_features: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.transformer = TwoWayTransformer(
+            depth=depth, embedding_dim=dim, num_heads=heads, mlp_dim=mlp_dim
+        )
+        self.mask_tokens = nn.Embedding(num_classes, dim)
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(dim, dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(dim // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
+            nn.GELU(),
+        )
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(dim, dim, dim // 8, 3) for _ in range(num_classes)
+        )
+        self.skip_proj = nn.Conv2d(dim // 8, dim // 8, kernel_size=1) if skip_features else None
+
+    def forward(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompts: torch.Tensor,
+        dense_prompts: torch.Tensor,
+        skip: torch.Tensor | None = None,
+    ) -> DecoderOutput:
+        """Decode (B, dim, h, w) embeddings with (B, N, dim) sparse and dense prompts."""
+        b, c, h, w = image_embeddings.shape
+        class_tokens = self.mask_tokens.weight.unsqueeze(0).expand(b, -1, -1)
+        tokens = torch.cat([class_tokens, sparse_prompts], dim=1)
+        src = image_embeddings + dense_prompts
+        hs, src = self.transformer(src, image_pe.expand(b, -1, -1, -1), tokens)
+        class_out = hs[:, : self.num_classes]
+        features = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        if skip is not None:
+            if self.skip_proj is None:
+                raise ValueError("this decoder was built without skip_features")
+            features = features + self.skip_proj(skip)
+        hyper = torch.stack(
+            [mlp(class_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        )
+        fb, fc, fh, fw = features.shape
+        logits = (hyper @ features.reshape(fb, fc, fh * fw)).reshape(fb, -1, fh, fw)
+        return DecoderOutput(logits=logits, tokens=class_out, features=features)

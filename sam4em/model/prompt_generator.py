@@ -1,0 +1,32 @@
+"""Stage-2 prompts generated from stage-1 output: no user ever gives a prompt."""
+
+from __future__ import annotations
+
+import torch
+from segment_anything.modeling.common import LayerNorm2d
+from segment_anything.modeling.mask_decoder import MLP
+from torch import nn
+
+from sam4em.model.mask_decoder import DecoderOutput
+
+
+class StagePromptGenerator(nn.Module):
+    """Dense prompt from stage-1 mask probabilities, sparse prompts from its class tokens."""
+
+    def __init__(self, dim: int, num_classes: int, mask_chans: int = 16) -> None:
+        super().__init__()
+        self.mask_downscaling = nn.Sequential(
+            nn.Conv2d(num_classes, mask_chans // 4, kernel_size=2, stride=2),
+            LayerNorm2d(mask_chans // 4),
+            nn.GELU(),
+            nn.Conv2d(mask_chans // 4, mask_chans, kernel_size=2, stride=2),
+            LayerNorm2d(mask_chans),
+            nn.GELU(),
+            nn.Conv2d(mask_chans, dim, kernel_size=1),
+        )
+        self.token_proj = MLP(dim, dim, dim, 2)
+
+    def forward(self, stage1: DecoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sparse (B, C, dim), dense (B, dim, h, w)) prompt embeddings for stage 2."""
+        dense = self.mask_downscaling(torch.sigmoid(stage1.logits))
+        return self.token_proj(stage1.tokens), dense

@@ -1,0 +1,201 @@
+"""Behaviour of the assembled model (vit_tiny, CPU): training set, LoRA, memory, stages."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from sam4em.model.checkpoint import load_checkpoint, save_checkpoint, trainable_state
+from sam4em.model.lora import lora_layers, merge_lora
+from sam4em.model.model_config import ModelConfig
+from sam4em.model.sam4em_model import SAM4EM, build_model
+from sam4em.model.sam_weights import CheckpointError
+
+
+def _tiles(n: int = 2, size: int = 64, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand((n, 1, size, size), generator=g) * 255
+
+
+def _config(**kw) -> ModelConfig:
+    return ModelConfig(img_size=64, **kw)
+
+
+def _randomise_lora(model: SAM4EM) -> None:
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for layer in lora_layers(model):
+            for mod in layer.lora_B.values():
+                mod.weight.copy_(torch.randn(mod.weight.shape, generator=g) * 0.05)
+
+
+def test_only_lora_memory_and_decoders_train():
+    model = build_model(_config())
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(
+        "lora_" in n
+        or n.startswith(
+            ("memory_", "decoder1.", "decoder2.", "prompt_generator.", "no_mask_embed.")
+        )
+        for n in trainable
+    )
+    assert any("lora_" in n for n in trainable)
+    base_before = {
+        n: p.detach().clone() for n, p in model.image_encoder.named_parameters() if "lora_" not in n
+    }
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    outs = model.forward_sequence(_tiles().unsqueeze(1).repeat(1, 3, 1, 1, 1))
+    loss = sum(o.stage1.mean() + o.stage2.mean() for o in outs)
+    loss.backward()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            assert p.grad is None, name
+    touched = {
+        n.split(".")[0]
+        for n, p in model.named_parameters()
+        if p.grad is not None and p.grad.abs().sum() > 0
+    }
+    assert {
+        "image_encoder",
+        "memory_encoder",
+        "memory_attention",
+        "decoder1",
+        "decoder2",
+        "prompt_generator",
+    } <= touched
+    opt.step()
+    for n, p in model.image_encoder.named_parameters():
+        if "lora_" not in n:
+            assert torch.equal(p, base_before[n]), n
+
+
+def test_full_encoder_training_option():
+    model = build_model(_config(encoder_trainable="all"))
+    assert not lora_layers(model)
+    assert all(p.requires_grad for p in model.image_encoder.parameters())
+
+
+@torch.no_grad()
+def test_merged_lora_equals_unmerged():
+    model = build_model(_config()).eval()
+    _randomise_lora(model)
+    x = _tiles()
+    before = model(x).stage2
+    assert merge_lora(model) == 6  # one qkv per block of vit_tiny
+    after = model(x).stage2
+    assert (before - after).abs().max().item() < 1e-4
+    assert not torch.equal(before, build_model(_config()).eval()(x).stage2)  # LoRA mattered
+
+
+@torch.no_grad()
+def test_lora_targets_proj_and_mlp():
+    from sam4em.model.model_config import LoraSettings
+
+    model = build_model(_config(lora=LoraSettings(targets=("qkv", "proj", "mlp"))))
+    names = {
+        n.rsplit(".", 1)[-1]
+        for n, m in model.image_encoder.vit.named_modules()
+        if m in lora_layers(model)
+    }
+    assert names == {"qkv", "proj", "lin1", "lin2"}
+    assert model.image_encoder.vit.patch_embed.proj.__class__.__name__ == "Conv2d"  # untouched
+
+
+@torch.no_grad()
+def test_memory_changes_output_and_slots_are_distinct():
+    model = build_model(_config()).eval()
+    a, b, c = _tiles(seed=1), _tiles(seed=2), _tiles(seed=3)
+    bank1 = model.new_memory()
+    model.step(a, bank1)
+    model.step(b, bank1)
+    bank2 = model.new_memory()
+    model.step(b, bank2)
+    model.step(b, bank2)
+    out1, out2 = model.step(c, bank1).final, model.step(c, bank2).final
+    assert (out1 - out2).abs().max().item() > 1e-4  # what the bank holds matters
+    slots = [m for m, _ in bank1.read()]
+    assert len(slots) == 3
+    for i in range(len(slots)):
+        for j in range(i + 1, len(slots)):
+            assert not torch.allclose(slots[i], slots[j]), (i, j)
+    assert [d for _, d in bank1.read()] == [1, 2, 3]
+
+
+@torch.no_grad()
+def test_bank_is_fifo_and_reset_restores_first_slice():
+    model = build_model(_config()).eval()
+    x = _tiles(seed=4)
+    first = model.step(x, model.new_memory()).final
+    plain = model(x).final  # 2D forward, memory off
+    torch.testing.assert_close(first, plain)
+    bank = model.new_memory()
+    for s in range(6):
+        model.step(_tiles(seed=10 + s), bank)
+    assert len(bank) == model.config.memory.slots
+    assert not torch.allclose(model.step(x, bank).final, first)
+    bank.reset()
+    torch.testing.assert_close(model.step(x, bank).final, first)
+
+
+@torch.no_grad()
+def test_stage2_depends_on_stage1():
+    model = build_model(_config()).eval()
+    x = _tiles()
+    before = model(x)
+    model.decoder1.mask_tokens.weight.add_(torch.randn_like(model.decoder1.mask_tokens.weight))
+    after = model(x)
+    assert (before.stage2 - after.stage2).abs().max().item() > 1e-4
+    single = build_model(_config(two_stage=False)).eval()
+    out = single(x)
+    assert single.decoder2 is None and torch.equal(out.stage1, out.stage2)
+
+
+def test_inference_entry_points_take_no_labels():
+    for fn in (SAM4EM.forward, SAM4EM.step, SAM4EM.forward_sequence, SAM4EM.decode):
+        params = set(inspect.signature(fn).parameters) - {"self"}
+        assert params <= {"images", "bank", "embeddings"}, (fn.__name__, params)
+
+
+@torch.no_grad()
+def test_checkpoint_round_trip_is_exact(tmp_path):
+    model = build_model(_config()).eval()
+    _randomise_lora(model)
+    with torch.no_grad():
+        model.memory_attention.layers[0].gain_attn.fill_(0.5)
+    path = save_checkpoint(model, tmp_path / "m.pt", extra={"step": 3})
+    loaded, meta = load_checkpoint(path)
+    loaded.eval()
+    assert meta["extra"] == {"step": 3} and meta["classes"] == ["glia", "mito", "synapse"]
+    assert set(meta["versions"]) >= {"torch", "peft", "segment-anything", "sam4em"}
+    for name, tensor in trainable_state(model).items():
+        assert torch.equal(tensor, trainable_state(loaded)[name]), name
+    bank_a, bank_b = model.new_memory(), loaded.new_memory()
+    x = _tiles()
+    for _ in range(2):
+        assert torch.equal(model.step(x, bank_a).final, loaded.step(x, bank_b).final)
+
+
+def test_checkpoint_refuses_other_base_and_config(tmp_path):
+    path = save_checkpoint(build_model(_config(seed=1)), tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match="model config differs .*img_size"):
+        load_checkpoint(path, expect=ModelConfig(img_size=128, seed=1))
+    with pytest.raises(CheckpointError, match="model config differs .*classes"):
+        load_checkpoint(path, expect=_config(seed=1, classes=("mito",)))
+    # same config, but the random base it was trained on no longer matches
+    payload = torch.load(path, weights_only=True)
+    payload["base"]["sha256"] = "0" * 64
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match="trained on base weights"):
+        load_checkpoint(tmp_path / "tampered.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="junk.pt: cannot read checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_merged_model_cannot_be_saved(tmp_path):
+    model = build_model(_config())
+    merge_lora(model)
+    with pytest.raises(ValueError, match="unmerge"):
+        save_checkpoint(model, tmp_path / "m.pt")
