@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tifffile
 from PIL import Image
 
@@ -36,34 +33,14 @@ def _fake_repo(root: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def server(tmp_path):
-    """Serve tmp_path/www on a loopback port."""
-    www = tmp_path / "www"
-    www.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(www), **kw)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield www, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-
-
 def _zip(src: Path, archive: Path, top: str = "groundtruth-drosophila-vnc-master") -> None:
     with zipfile.ZipFile(archive, "w") as zf:
         for path in src.rglob("*"):
             zf.write(path, f"{top}/{path.relative_to(src)}")
 
 
-def test_download_with_checksum(tmp_path, server):
-    www, url = server
+def test_download_with_checksum(tmp_path, http_folder):
+    www, url = http_folder
     src = _fake_repo(tmp_path / "src")
     _zip(src, www / "master.zip")
     sha = manifest_sha256(src, ["stack1", "stack2"])
@@ -78,8 +55,8 @@ def test_download_with_checksum(tmp_path, server):
     assert not list(dest.parent.glob("*.partial-*"))
 
 
-def test_download_with_wrong_checksum_leaves_nothing(tmp_path, server):
-    www, url = server
+def test_download_with_wrong_checksum_leaves_nothing(tmp_path, http_folder):
+    www, url = http_folder
     _zip(_fake_repo(tmp_path / "src"), www / "master.zip")
     dest = tmp_path / "resources" / "vnc"
     r = run_cli(
@@ -90,8 +67,8 @@ def test_download_with_wrong_checksum_leaves_nothing(tmp_path, server):
     assert not dest.exists() and list(dest.parent.iterdir()) == []
 
 
-def test_download_failure_is_a_clear_error(tmp_path, server):
-    _, url = server
+def test_download_failure_is_a_clear_error(tmp_path, http_folder):
+    _, url = http_folder
     r = run_cli(
         "fetch-demo", "--dest", str(tmp_path / "d"), "--local", str(tmp_path / "absent"),
         "--url", f"{url}/missing.zip",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -120,24 +118,6 @@ def test_trained_checkpoint_is_small_and_bound_to_its_base(vit_b_file, tmp_path)
     torch.save(state, other)
     with pytest.raises(CheckpointError, match="trained on base weights"):
         load_checkpoint(saved, base_checkpoint=other)
-
-
-@pytest.fixture
-def http_folder(tmp_path):
-    www = tmp_path / "www"
-    www.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(www), **kw)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield www, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
 
 
 def test_download_checks_md5(http_folder, tmp_path):

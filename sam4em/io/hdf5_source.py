@@ -31,14 +31,7 @@ class Hdf5Source(VolumeSource):
             raise InputDataError(f"{self.name}: no such dataset in the HDF5 file{hint}")
         self._ds = obj
         self._shape = as_zyx(obj.shape, self.name)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self._shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(self._ds.dtype)
+        self._dtype = np.dtype(obj.dtype)
 
     def read(self, z0: int, z1: int) -> np.ndarray:
         if self._ds.ndim == 2:

@@ -25,14 +25,7 @@ class MrcSource(VolumeSource):
             raise InputDataError(f"{self.name}: MRC file holds no data")
         self._data = data
         self._shape = as_zyx(data.shape, self.name)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self._shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(self._data.dtype).newbyteorder("=")
+        self._dtype = np.dtype(data.dtype).newbyteorder("=")
 
     def read(self, z0: int, z1: int) -> np.ndarray:
         data = self._data[None] if self._data.ndim == 2 else self._data[z0:z1]

@@ -103,14 +103,6 @@ class SliceFolderSource(VolumeSource):
         self._shape = (len(self.files), yx[0], yx[1])
         self._dtype = np.result_type(*dtypes)
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self._shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._dtype
-
     def read(self, z0: int, z1: int) -> np.ndarray:
         out = np.empty((z1 - z0, *self._shape[1:]), dtype=self._dtype)
         for i, path in enumerate(self.files[z0:z1]):

@@ -26,16 +26,19 @@ class VolumeSource(ABC):
 
     #: human-readable name of the source, used in error messages
     name: str
+    #: set by each reader when it opens its source
+    _shape: tuple[int, int, int]
+    _dtype: np.dtype
 
     @property
-    @abstractmethod
     def shape(self) -> tuple[int, int, int]:
         """Shape of the volume as (z, y, x)."""
+        return self._shape
 
     @property
-    @abstractmethod
     def dtype(self) -> np.dtype:
         """Element type of the stored values."""
+        return self._dtype
 
     @abstractmethod
     def read(self, z0: int, z1: int) -> np.ndarray:

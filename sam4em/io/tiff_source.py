@@ -27,14 +27,6 @@ class TiffSource(VolumeSource):
         except Exception as exc:  # tifffile raises many types for corrupt files
             raise InputDataError(f"{self.name}: cannot read TIFF ({exc})") from None
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self._shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self._dtype
-
     def read(self, z0: int, z1: int) -> np.ndarray:
         try:
             if self._shape[0] == 1 or len(self._series.pages) == self._shape[0]:

@@ -28,14 +28,7 @@ class ZarrSource(VolumeSource):
             raise InputDataError(f"{self.name}: is a zarr group, not an array{hint}")
         self._array = node
         self._shape = as_zyx(node.shape, self.name)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self._shape
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(self._array.dtype)
+        self._dtype = np.dtype(node.dtype)
 
     def read(self, z0: int, z1: int) -> np.ndarray:
         if self._array.ndim == 2:

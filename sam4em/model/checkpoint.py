@@ -21,7 +21,7 @@ from sam4em.io.atomic import write_bytes_atomic
 from sam4em.model.lora import lora_layers
 from sam4em.model.model_config import ModelConfig
 from sam4em.model.sam4em_model import SAM4EM, build_model
-from sam4em.model.sam_weights import CheckpointError
+from sam4em.model.sam_weights import CheckpointError, load_torch_file
 
 FORMAT = "sam4em-checkpoint/1"
 
@@ -64,13 +64,7 @@ def save_checkpoint(
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw contents of a sam4em checkpoint; a clear error for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types for damaged files
-        raise CheckpointError(f"{path}: cannot read checkpoint ({exc})") from None
+    payload = load_torch_file(path, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a sam4em checkpoint (expected format {FORMAT})")
     return payload

@@ -25,17 +25,23 @@ class CheckpointError(Sam4emError):
     """A weights file is missing, damaged or of another model than expected."""
 
 
-def read_sam_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """Load an official SAM state dict; a clear error for anything else."""
+def load_torch_file(path: str | os.PathLike[str], what: str) -> object:
+    """``torch.load`` of plain tensors and containers; clear errors for missing or damaged
+    files (``what`` names the kind of file in the message)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: SAM checkpoint not found")
+        raise CheckpointError(f"{path}: {what} not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for damaged files
         raise CheckpointError(
-            f"{path}: cannot read SAM checkpoint (truncated or not a torch file: {exc})"
+            f"{path}: cannot read {what} (truncated or not a torch file: {exc})"
         ) from None
+
+
+def read_sam_checkpoint(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Load an official SAM state dict; a clear error for anything else."""
+    state = load_torch_file(path, "SAM checkpoint")
     if not isinstance(state, dict) or not any(
         isinstance(k, str) and k.startswith("image_encoder.") for k in state
     ):
