@@ -69,8 +69,53 @@ def _cmd_plan_blocks(args: argparse.Namespace) -> None:
 
     config = load_config(args.config)
     shape = open_group(args.volume)["raw"].shape
-    blocks = write_plan(args.out, shape, config["inference"])
+    blocks = write_plan(args.out, shape, config["inference"], config["model"]["img_size"])
     print(f"wrote {args.out}: {len(blocks)} block(s) for volume {tuple(shape)}")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from sam4em.config import load_config
+    from sam4em.train.run_stage import run_stage
+
+    result = run_stage(
+        load_config(args.config),
+        stage=args.stage,
+        train_tiles=args.train_tiles,
+        val_tiles=args.val_tiles,
+        out=Path(args.out),
+        init=args.init,
+        work_dir=Path(args.work_dir) if args.work_dir else None,
+    )
+    print(
+        f"wrote {args.out}: {result.step} steps in {result.elapsed_s / 60:.1f} min, "
+        f"best step {result.best_step} (mean val Dice {result.best_score:.4f})"
+    )
+
+
+def _cmd_predict_block(args: argparse.Namespace) -> None:
+    from sam4em.config import load_config
+    from sam4em.predict.block_job import predict_block
+
+    config = load_config(args.config)
+    record = predict_block(
+        config["inference"],
+        checkpoint=args.checkpoint,
+        volume=args.volume,
+        plan=args.plan,
+        block_id=args.block,
+        out=args.out,
+        done=args.done or Path(args.out).parent / "blocks" / f"{args.block}.done",
+        base_checkpoint=config["model"]["checkpoint"],
+    )
+    print(f"block {record['block']}: done in {record['seconds']:.1f} s")
+
+
+def _cmd_stitch(args: argparse.Namespace) -> None:
+    from sam4em.predict.stitch import stitch
+
+    markers = args.markers or Path(args.pred).parent / "blocks"
+    record = stitch(args.volume, args.pred, args.plan, markers, args.summary, args.figure)
+    print(f"stitched {record['blocks']} block(s) into {args.pred}")
 
 
 def _existing_volume(value: str) -> str:
@@ -112,9 +157,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--volume", required=True, type=_existing_volume)
     p.add_argument("--out", required=True, help="output tiles/{split}.zarr")
 
+    p = add("train", _cmd_train, "fine-tune the model: stage 1 (2D) or stage 2 (3D memory)")
+    p.add_argument("--stage", type=int, choices=[1, 2], required=True)
+    p.add_argument("--train-tiles", nargs="+", required=True, help="train tile stores")
+    p.add_argument("--val-tiles", nargs="*", default=[], help="val tile stores (model selection)")
+    p.add_argument("--out", required=True, help="models/stage{1,2}.pt (the best checkpoint)")
+    p.add_argument("--init", help="stage 2: the stage-1 checkpoint to start from")
+    p.add_argument("--work-dir", help="where last.pt and best.pt live (default: next to --out)")
+
     p = add("plan-blocks", _cmd_plan_blocks, "cut the volume into inference blocks (blocks.json)")
     p.add_argument("--volume", required=True, type=_existing_volume)
     p.add_argument("--out", required=True, help="output blocks.json")
+
+    p = add("predict-block", _cmd_predict_block, "predict one block of the plan into pred.zarr")
+    p.add_argument("--checkpoint", required=True, help="trained model (models/stage2.pt)")
+    p.add_argument("--volume", required=True, type=_existing_volume)
+    p.add_argument("--plan", required=True, help="blocks.json")
+    p.add_argument("--block", required=True, help="block id from blocks.json")
+    p.add_argument("--out", required=True, help="pred.zarr (created by the first block)")
+    p.add_argument(
+        "--done", help="marker written last (default: blocks/{block}.done next to --out)"
+    )
+
+    p = add("stitch", _cmd_stitch, "check all blocks are done; pyramid level, summary, figure")
+    p.add_argument("--volume", required=True, type=_existing_volume)
+    p.add_argument("--pred", required=True, help="pred.zarr")
+    p.add_argument("--plan", required=True, help="blocks.json")
+    p.add_argument("--markers", help="folder of {block}.done (default: blocks/ next to --pred)")
+    p.add_argument("--summary", required=True, help="output summary JSON")
+    p.add_argument("--figure", required=True, help="output quick-look PNG")
     return parser
 
 

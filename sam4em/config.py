@@ -102,6 +102,17 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
             f"{origin}: tiling.stride: {tiling['stride']} is larger than tiling.tile_size "
             f"{tiling['tile_size']} (tiles would leave gaps)"
         )
+    train = config["train"]
+    for cls in train["balance"]:
+        if cls not in classes:
+            raise ConfigError(f"{origin}: train.balance: class '{cls}' is not in classes {classes}")
+    for name in train["pretrain_datasets"]:
+        ds = config["datasets"].get(name)
+        if ds is None or "train" not in (ds.get("split") or {}):
+            raise ConfigError(
+                f"{origin}: train.pretrain_datasets: '{name}' is not a configured dataset "
+                "with a train split"
+            )
     model = config["model"]
     if tiling["tile_size"] != model["img_size"]:
         raise ConfigError(
@@ -120,6 +131,19 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
             raise ConfigError(
                 f"{origin}: inference.block_shape: {axis} size {b} is not a multiple of "
                 f"inference.chunks {c} (block cores must align with the chunk grid)"
+            )
+    if inf["tile_overlap"] >= model["img_size"]:
+        raise ConfigError(
+            f"{origin}: inference.tile_overlap: {inf['tile_overlap']} must be smaller than "
+            f"model.img_size {model['img_size']}"
+        )
+    source = inf["model_from"]
+    if source is not None:
+        ds = config["datasets"].get(source)
+        if ds is None or "train" not in (ds.get("split") or {}):
+            raise ConfigError(
+                f"{origin}: inference.model_from: '{source}' is not a configured dataset "
+                "with a train split"
             )
 
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sam4em.blocks.plan import block_ids, load_plan, plan_blocks, write_plan
+from sam4em.tiling.grid import tile_starts
 
 
 @st.composite
@@ -17,14 +18,16 @@ def plans(draw):
     shape = tuple(draw(st.integers(1, 40)) for _ in range(3))
     chunks = tuple(draw(st.integers(1, 8)) for _ in range(3))
     block = tuple(c * draw(st.integers(1, 4)) for c in chunks)
-    return shape, block, chunks, draw(st.integers(0, 12)), draw(st.integers(0, 6))
+    tile = draw(st.integers(1, 16))
+    return shape, block, chunks, tile, draw(st.integers(0, tile - 1)), draw(st.integers(0, 6))
 
 
 @settings(max_examples=300, deadline=None)
 @given(plans())
 def test_cores_partition_the_volume(args):
-    shape, block, chunks, halo, warmup = args
-    blocks = plan_blocks(shape, block, chunks, halo, warmup)
+    shape, block, chunks, tile, overlap, warmup = args
+    blocks = plan_blocks(shape, block, chunks, tile, overlap, warmup)
+    lattice = [tile_starts(n, tile, tile - overlap) for n in shape]
     cover = np.zeros(shape, np.int32)
     for b in blocks:
         cover[b.core.slices()] += 1
@@ -36,11 +39,15 @@ def test_cores_partition_the_volume(args):
         # a core ends on the grid unless it is the last along that axis
         for e, c, n in zip(b.core.stop, chunks, shape, strict=True):
             assert e % c == 0 or e == n
-        # read box = core + XY halo, clipped; same z range as the core
+        # read box: the core plus every lattice tile touching it, clipped; core's z range
         assert (b.read.start[0], b.read.stop[0]) == (b.core.start[0], b.core.stop[0])
         for ax in (1, 2):
-            assert b.read.start[ax] == max(0, b.core.start[ax] - halo)
-            assert b.read.stop[ax] == min(shape[ax], b.core.stop[ax] + halo)
+            assert b.read.start[ax] <= b.core.start[ax] and b.read.stop[ax] >= b.core.stop[ax]
+            touching = [
+                t for t in lattice[ax] if t < b.core.stop[ax] and t + tile > b.core.start[ax]
+            ]
+            assert touching and b.read.start[ax] == min(touching)
+            assert b.read.stop[ax] == min(shape[ax], max(touching) + tile)
         # warm-up slices lie just before the core
         assert b.warmup == (max(0, b.core.start[0] - warmup), b.core.start[0])
     assert cover.min() == 1 and cover.max() == 1
@@ -48,22 +55,25 @@ def test_cores_partition_the_volume(args):
 
 
 def test_demo_plan_numbers():
-    blocks = plan_blocks((20, 1024, 1024), (10, 512, 512), (1, 256, 256), halo=64, warmup=2)
+    blocks = plan_blocks((20, 1024, 1024), (10, 512, 512), (1, 256, 256), 256, 64, warmup=2)
     assert len(blocks) == 8
+    # tiles every 192 px: the first block's core [0, 512) reads the tiles at 0, 192, 384
+    assert blocks[0].read.stop[1:] == (640, 640) and blocks[-1].read.start[1:] == (384, 384)
     second_z = [b for b in blocks if b.index[0] == 1]
     assert all(b.warmup == (8, 10) for b in second_z)
 
 
 def test_misaligned_block_shape_is_refused():
     with pytest.raises(ValueError, match="not a multiple"):
-        plan_blocks((10, 100, 100), (4, 50, 64), (1, 32, 32), 0, 0)
+        plan_blocks((10, 100, 100), (4, 50, 64), (1, 32, 32), 32, 0, 0)
 
 
 def test_plan_file_round_trip(tmp_path):
-    settings = {"block_shape": [4, 32, 32], "chunks": [2, 16, 16], "halo": 8, "warmup": 1}
-    blocks = write_plan(tmp_path / "blocks.json", (9, 50, 70), settings)
+    settings = {"block_shape": [4, 32, 32], "chunks": [2, 16, 16], "tile_overlap": 8, "warmup": 1}
+    blocks = write_plan(tmp_path / "blocks.json", (9, 50, 70), settings, tile_size=24)
     assert load_plan(tmp_path / "blocks.json") == blocks
     data = json.loads((tmp_path / "blocks.json").read_text())
-    assert data["volume_shape"] == [9, 50, 70] and data["settings"] == settings
+    assert data["volume_shape"] == [9, 50, 70]
+    assert data["settings"] == settings | {"tile_size": 24}
     assert block_ids(tmp_path / "blocks.json") == [b.id for b in blocks]
     assert not list(tmp_path.glob("*.partial-*"))

@@ -199,3 +199,9 @@ def test_merged_model_cannot_be_saved(tmp_path):
     merge_lora(model)
     with pytest.raises(ValueError, match="unmerge"):
         save_checkpoint(model, tmp_path / "m.pt")
+
+
+def test_trained_set_is_what_requires_grad_at_build():
+    model = build_model(_config())
+    for name, p in model.named_parameters():
+        assert model.is_trained(name) == p.requires_grad, name

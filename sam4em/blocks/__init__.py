@@ -1,1 +1,1 @@
-"""Cutting a volume into inference blocks (core + halo + warm-up slices)."""
+"""Cutting a volume into inference blocks (core, read box, warm-up slices)."""

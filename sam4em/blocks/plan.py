@@ -1,10 +1,14 @@
 """The block plan: which part of the volume each inference job reads and writes.
 
 Vocabulary (after daisy): a block's *core* is the box it writes; its *read* box is the
-core grown by an XY halo (clipped to the volume); its *warm-up* slices are up to W
-slices just before the core in z, run through the model only to fill the memory bank.
-Cores tile the volume exactly and start on the output chunk grid, so parallel jobs
-never write the same chunk.
+core grown by an XY halo; its *warm-up* slices are up to W slices just before the core
+in z, run through the model only to fill the memory bank. Cores tile the volume exactly
+and start on the output chunk grid, so parallel jobs never write the same chunk.
+
+The halo is not a fixed width: model tiles sit on one lattice over the whole volume
+(tile size S, stride S - overlap, the last tile of an axis flush with its end), and a
+block reads exactly the lattice tiles that touch its core. Every core voxel is thus
+predicted from the same tiles, with the same blending, as in a single whole-volume run.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sam4em.io.atomic import write_json_atomic
+from sam4em.tiling.grid import tile_starts
 
 Vec3 = tuple[int, int, int]
 
@@ -56,14 +61,22 @@ def _vec3(values: Sequence[int], name: str) -> Vec3:
     return (int(values[0]), int(values[1]), int(values[2]))
 
 
+def lattice_span(length: int, tile: int, stride: int, start: int, stop: int) -> tuple[int, int]:
+    """Extent of the lattice tiles along one axis that touch ``[start, stop)``, clipped."""
+    used = [t for t in tile_starts(length, tile, stride) if t < stop and t + tile > start]
+    return min(used), min(length, max(used) + tile)
+
+
 def plan_blocks(
     shape: Sequence[int],
     block_shape: Sequence[int],
     chunks: Sequence[int],
-    halo: int,
+    tile_size: int,
+    tile_overlap: int,
     warmup: int,
 ) -> list[Block]:
-    """Cut a volume of ``shape`` into blocks whose cores are multiples of ``chunks``."""
+    """Cut a volume of ``shape`` into blocks whose cores are multiples of ``chunks``;
+    read boxes follow the model-tile lattice (``tile_size``, ``tile_overlap``)."""
     shape, block_shape, chunks = (
         _vec3(shape, "shape"),
         _vec3(block_shape, "block_shape"),
@@ -71,8 +84,11 @@ def plan_blocks(
     )
     if min(shape) < 1 or min(block_shape) < 1 or min(chunks) < 1:
         raise ValueError("shape, block_shape and chunks must be positive")
-    if halo < 0 or warmup < 0:
-        raise ValueError("halo and warmup must not be negative")
+    if warmup < 0:
+        raise ValueError("warmup must not be negative")
+    if tile_size < 1 or not 0 <= tile_overlap < tile_size:
+        raise ValueError(f"tile overlap {tile_overlap} must be in [0, tile size {tile_size})")
+    stride = tile_size - tile_overlap
     for axis, (b, c) in zip("zyx", zip(block_shape, chunks, strict=True), strict=True):
         if b % c:
             raise ValueError(f"block_shape {axis}={b} is not a multiple of chunks {axis}={c}")
@@ -82,8 +98,9 @@ def plan_blocks(
     for index in itertools.product(*(range(n) for n in counts)):
         start = tuple(i * b for i, b in zip(index, block_shape, strict=True))
         stop = tuple(min(a + b, s) for a, b, s in zip(start, block_shape, shape, strict=True))
-        read_start = (start[0], max(0, start[1] - halo), max(0, start[2] - halo))
-        read_stop = (stop[0], min(shape[1], stop[1] + halo), min(shape[2], stop[2] + halo))
+        ys = lattice_span(shape[1], tile_size, stride, start[1], stop[1])
+        xs = lattice_span(shape[2], tile_size, stride, start[2], stop[2])
+        read_start, read_stop = (start[0], ys[0], xs[0]), (stop[0], ys[1], xs[1])
         blocks.append(
             Block(
                 id="z{:0{w}d}y{:0{w}d}x{:0{w}d}".format(*index, w=width),
@@ -117,10 +134,15 @@ def plan_to_dict(
 
 
 def write_plan(
-    path: str | os.PathLike[str], volume_shape: Sequence[int], inference: dict[str, Any]
+    path: str | os.PathLike[str],
+    volume_shape: Sequence[int],
+    inference: dict[str, Any],
+    tile_size: int,
 ) -> list[Block]:
-    """Plan the blocks of a volume with the ``inference`` config and write ``blocks.json``."""
-    settings = {k: inference[k] for k in ("block_shape", "chunks", "halo", "warmup")}
+    """Plan the blocks of a volume with the ``inference`` config and the model's tile
+    size, and write ``blocks.json``."""
+    settings = {k: inference[k] for k in ("block_shape", "chunks", "tile_overlap", "warmup")}
+    settings["tile_size"] = tile_size
     blocks = plan_blocks(volume_shape, **settings)
     write_json_atomic(path, plan_to_dict(blocks, volume_shape, settings))
     return blocks
@@ -146,4 +168,4 @@ def block_ids(path: str | os.PathLike[str]) -> list[str]:
     return [b.id for b in load_plan(path)]
 
 
-__all__ = ["Block", "Box", "block_ids", "load_plan", "plan_blocks", "write_plan"]
+__all__ = ["Block", "Box", "block_ids", "lattice_span", "load_plan", "plan_blocks", "write_plan"]

@@ -16,11 +16,10 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from tqdm import tqdm
-
 from sam4em.data.manifest import manifest_sha256
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import atomic_directory
+from sam4em.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ def download(url: str, target: Path, timeout: float = 60.0, desc: str = "downloa
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(target, "wb") as fh:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=desc) as bar:
+            with progress(total=total, unit="B", unit_scale=True, desc=desc) as bar:
                 while chunk := resp.read(1 << 20):
                     fh.write(chunk)
                     bar.update(len(chunk))

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +68,29 @@ def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
 def write_json_atomic(target: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``target`` atomically."""
     write_bytes_atomic(target, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def create_directory_once(target: str | os.PathLike[str], build: Callable[[Path], None]) -> bool:
+    """Create ``target`` with ``build(tmp)`` unless it exists; never replaces it.
+
+    Safe when several processes race: one rename wins, the others discard their copy.
+    Returns True when this call created it.
+    """
+    target = Path(target)
+    if target.exists():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _partial_name(target)
+    tmp.mkdir()
+    try:
+        build(tmp)
+        tmp.rename(target)
+        return True
+    except OSError:
+        if target.is_dir():  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

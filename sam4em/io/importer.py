@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from sam4em import __version__
 from sam4em.config import dataset as dataset_config
@@ -26,6 +25,7 @@ from sam4em.io.intensity import to_uint8, volume_range
 from sam4em.io.labels import ClassMaskSource, open_label_sources
 from sam4em.io.source import VolumeSource, open_source
 from sam4em.io.zarr_store import create_array, ngff_multiscales, open_group
+from sam4em.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,9 @@ def _write_volume(
         }
         counts = dict.fromkeys(lab_arrs, 0)
         step = raw_arr.chunks[0]
-        for z0 in tqdm(range(0, shape[0], step), desc=f"import {name}", unit="slab", leave=False):
+        for z0 in progress(
+            range(0, shape[0], step), desc=f"import {name}", unit="slab", leave=False
+        ):
             z1 = min(z0 + step, shape[0])
             raw_arr[z0:z1] = to_uint8(_read_keyed(raw, f"datasets.{name}.raw", z0, z1), *raw_range)
             cache: dict[int, np.ndarray] = {}

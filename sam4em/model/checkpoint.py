@@ -27,8 +27,8 @@ FORMAT = "sam4em-checkpoint/1"
 
 
 def trainable_state(model: SAM4EM) -> dict[str, torch.Tensor]:
-    """The tensors that training changes (parameters with requires_grad)."""
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+    """The tensors of the trained set (see :meth:`SAM4EM.is_trained`)."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if model.is_trained(n)}
 
 
 def _versions() -> dict[str, str]:

@@ -78,6 +78,14 @@ class SAM4EM(nn.Module):
         )
         self.base_identity: dict[str, Any] = {}
 
+    def is_trained(self, name: str) -> bool:
+        """Whether parameter ``name`` belongs to the trained set (what checkpoints store):
+        LoRA adapters (or the whole encoder when ``encoder_trainable`` is ``all``), the
+        memory, the decoders, the prompt generator and the no-mask embedding."""
+        if name.startswith("image_encoder."):
+            return self.config.encoder_trainable == "all" or "lora_" in name
+        return True
+
     def image_pe(self) -> torch.Tensor:
         """Dense 2D positional encoding of the embedding grid, (1, dim, h, w)."""
         n = self.config.embedding_size

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 from skimage.transform import resize
-from tqdm import tqdm
 
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import atomic_directory
 from sam4em.io.zarr_store import create_array, open_group
+from sam4em.progress import progress
 from sam4em.tiling.grid import tile_starts
 
 
@@ -85,7 +85,7 @@ def write_tiles(
         )
         presence = np.zeros((n, n_classes), np.float32)
         origin = np.zeros((n, 3), np.int32)
-        for si, z in enumerate(tqdm(slices, desc=f"tile {split}", unit="slice", leave=False)):
+        for si, z in enumerate(progress(slices, desc=f"tile {split}", unit="slice", leave=False)):
             img = _pad_to(rescale_slice(np.asarray(raw[z]), scale, False), size)
             lab = np.zeros((n_classes, *img.shape), np.uint8)
             for ci, cls in enumerate(classes):

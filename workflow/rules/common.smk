@@ -3,6 +3,7 @@
 import shlex
 import sys
 
+from sam4em.blocks.plan import block_ids as sam4em_block_ids
 from sam4em.config import validate_config, write_effective_config
 
 validate_config(config, "config")
@@ -34,9 +35,18 @@ def labelled_splits(dataset):
     return [s for s in ("train", "val") if s in split]
 
 
+def model_for(dataset):
+    """The checkpoint that predicts ``dataset``: its own, or inference.model_from's."""
+    if "train" in labelled_splits(dataset):
+        return f"{R}/{dataset}/models/stage2.pt"
+    source = config["inference"]["model_from"]
+    return f"{R}/{source}/models/stage2.pt" if source else None
+
+
 def dataset_targets(dataset):
     """Every final output of one dataset with the stages that exist so far."""
+    predicted = [f"{R}/{dataset}/predictions.json"] if model_for(dataset) else []
     return [
         *expand(f"{R}/{dataset}/tiles/{{split}}.zarr", split=labelled_splits(dataset)),
-        f"{R}/{dataset}/blocks.json",
+        *predicted,
     ]

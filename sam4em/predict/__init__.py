@@ -1,0 +1,1 @@
+"""Inference: tiled, blended, memory-conditioned prediction of slice stacks and blocks."""

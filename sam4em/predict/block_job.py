@@ -1,0 +1,152 @@
+"""One inference job: predict a block's core with warm-up, write its chunks, mark it done.
+
+The job reads the block's read box over its warm-up and core slices (and, for a
+both-ways run, as many slices after the core), runs the model slice by slice with the
+memory, keeps the core and writes it into ``pred.zarr``. Slices are written as soon as
+they are final; ``{block}.done`` is written last, so a killed job leaves no marker and
+its rerun redoes the whole block (rewriting identical chunks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sam4em.blocks.plan import Block, load_plan
+from sam4em.errors import InputDataError
+from sam4em.io.atomic import write_json_atomic
+from sam4em.io.zarr_store import open_group
+from sam4em.model.checkpoint import load_checkpoint
+from sam4em.model.lora import merge_lora
+from sam4em.predict.pred_store import LEVEL0, ensure_pred_store, store_identity
+from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
+from sam4em.progress import progress
+from sam4em.tiling.grid import tile_starts
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputDataError("inference.device: cuda requested but no GPU is visible")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def predict_settings(inference: dict[str, Any]) -> PredictSettings:
+    """The tiling and batching settings of the ``inference`` config block."""
+    return PredictSettings(
+        tile_overlap=inference["tile_overlap"],
+        window=inference["window"],
+        max_batch=inference["max_batch"],
+        both_ways=inference["both_ways"],
+    )
+
+
+def block_origins(block: Block, shape: tuple[int, ...], tile: int, overlap: int) -> list:
+    """Corners, relative to the read box, of the lattice tiles touching the core."""
+    axes = []
+    for ax in (1, 2):
+        starts = tile_starts(shape[ax], tile, tile - overlap)
+        a, b = block.core.start[ax], block.core.stop[ax]
+        axes.append([t - block.read.start[ax] for t in starts if t < b and t + tile > a])
+    return [(y, x) for y in axes[0] for x in axes[1]]
+
+
+def _file_identity(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _job_identity(checkpoint: Path, block: Block, settings: PredictSettings) -> str:
+    data = {"checkpoint": _file_identity(checkpoint), "block": block.id, **settings.__dict__}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def predict_block(
+    inference: dict[str, Any],
+    checkpoint: str | os.PathLike[str],
+    volume: str | os.PathLike[str],
+    plan: str | os.PathLike[str],
+    block_id: str,
+    out: str | os.PathLike[str],
+    done: str | os.PathLike[str],
+    base_checkpoint: str | None = None,
+) -> dict[str, Any]:
+    """Predict block ``block_id`` of ``plan`` into ``out``; writes the ``done`` marker."""
+    checkpoint, done = Path(checkpoint), Path(done)
+    plan_data = json.loads(Path(plan).read_text())
+    blocks = {b.id: b for b in load_plan(plan)}
+    if block_id not in blocks:
+        raise InputDataError(f"{plan}: no block '{block_id}' ({len(blocks)} blocks planned)")
+    block, geometry = blocks[block_id], plan_data["settings"]
+    settings = predict_settings(inference | {"tile_overlap": geometry["tile_overlap"]})
+    job_id = _job_identity(checkpoint, block, settings)
+    if done.is_file() and json.loads(done.read_text()).get("job") == job_id:
+        log.info("block %s is done already (%s); skipped", block_id, done)
+        return json.loads(done.read_text())
+    done.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    root = open_group(volume)
+    raw, meta = root["raw"], dict(root.attrs["sam4em"])
+    if list(raw.shape) != plan_data["volume_shape"]:
+        raise InputDataError(f"{plan}: planned for shape {plan_data['volume_shape']}, "
+                             f"{volume} has {list(raw.shape)}")  # fmt: skip
+    model, _ = load_checkpoint(checkpoint, base_checkpoint=base_checkpoint)
+    if model.config.img_size != geometry["tile_size"]:
+        raise InputDataError(f"{checkpoint}: model tiles are {model.config.img_size} px, "
+                             f"the plan was made for {geometry['tile_size']} px")  # fmt: skip
+    merge_lora(model.image_encoder.vit)
+    predictor = StackPredictor(model, settings, pick_device(inference["device"]))
+    classes = list(model.config.classes)
+    store = ensure_pred_store(out, store_identity(raw.shape, geometry["chunks"], classes),
+                              meta["voxel_size_nm"])  # fmt: skip
+    (cz0, cy0, cx0), (cz1, cy1, cx1) = block.core.start, block.core.stop
+    (_, ry0, rx0), (_, ry1, rx1) = block.read.start, block.read.stop
+    z0 = block.warmup[0]
+    z1 = min(raw.shape[0], cz1 + (cz0 - z0)) if settings.both_ways else cz1
+    stack = np.asarray(raw[z0:z1, ry0:ry1, rx0:rx1])
+    origins = block_origins(block, raw.shape, geometry["tile_size"], geometry["tile_overlap"])
+    arrays = [store[f"{c}/{LEVEL0}"] for c in classes]
+    core = (slice(cy0 - ry0, cy1 - ry0), slice(cx0 - rx0, cx1 - rx0))
+
+    def write(z: int, probs: np.ndarray) -> None:
+        values = np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8)
+        for array, v in zip(arrays, values, strict=True):
+            array[z, cy0:cy1, cx0:cx1] = v[core]
+
+    total = (z1 - z0) * (2 if settings.both_ways else 1)
+    with progress(total=total, desc=f"block {block_id}", unit="slice") as bar:
+        if settings.both_ways:
+            probs = predictor.predict(stack, origins, on_slice=lambda: bar.update(1))
+            for z in range(cz0, cz1):
+                write(z, probs[:, z - z0])
+        else:
+            for k, p in predictor.run_pass(stack, range(len(stack)), origins):
+                if z0 + k >= cz0:
+                    write(z0 + k, p)
+                bar.update(1)
+    seconds = time.perf_counter() - t0
+    record = {
+        "job": job_id,
+        "block": block_id,
+        "core": {"start": list(block.core.start), "stop": list(block.core.stop)},
+        "slices_run": total,
+        "tiles_per_slice": len(origins),
+        "device": str(predictor.device),
+        "seconds": round(seconds, 3),
+        "checkpoint": str(checkpoint),
+    }
+    write_json_atomic(done, record)
+    log.info("block %s: %d slices in %.1f s", block_id, total, seconds)
+    return record

@@ -1,0 +1,58 @@
+"""The prediction store ``pred.zarr``: one OME-NGFF image group per class.
+
+Layout: ``pred.zarr/{class}/0`` holds per-class probabilities as uint8 (0..255, that is
+round(255 p)), chunked like ``inference.chunks`` so block cores own whole chunks;
+``stitch`` adds ``{class}/1``, a 4x downsampled level for viewers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from sam4em.errors import InputDataError
+from sam4em.io.atomic import create_directory_once
+from sam4em.io.zarr_store import create_array, ngff_multiscales, open_group
+
+LEVEL0 = "0"
+
+
+def store_identity(volume_shape: Sequence[int], chunks: Sequence[int], classes: list[str]) -> dict:
+    """What a prediction store must match to take a block's output."""
+    return {"shape": list(volume_shape), "chunks": list(chunks), "classes": list(classes)}
+
+
+def ensure_pred_store(
+    path: str | os.PathLike[str],
+    identity: dict[str, Any],
+    voxel_size: Sequence[float],
+) -> zarr.Group:
+    """Open ``path``, creating the empty store first if needed (race-safe between jobs).
+
+    An existing store made for another volume shape, chunking or class list is an error.
+    """
+
+    def build(tmp: Path) -> None:
+        root = open_group(tmp, mode="w")
+        root.attrs["sam4em"] = identity
+        for cls in identity["classes"]:
+            group = root.create_group(cls)
+            create_array(group, LEVEL0, identity["shape"], identity["chunks"], "uint8")
+            group.attrs["ome"] = {
+                "version": "0.5",
+                "multiscales": [ngff_multiscales(cls, [LEVEL0], voxel_size)],
+            }
+
+    create_directory_once(path, build)
+    root = open_group(path, mode="r+")
+    found = dict(root.attrs.get("sam4em", {}))
+    if found != identity:
+        raise InputDataError(
+            f"{path}: prediction store was made for {found}, this plan needs {identity}; "
+            "delete it (and the block markers) to predict again"
+        )
+    return root

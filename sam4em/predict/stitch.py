@@ -1,0 +1,98 @@
+"""Finish a prediction store: check every block is done, add a viewer level, summarise.
+
+Writes ``{class}/1`` (mean-pooled 4x in y and x) with OME-NGFF metadata for both levels,
+consolidates the zarr metadata, and draws a quick-look PNG of a few slices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sam4em.blocks.plan import load_plan
+from sam4em.errors import InputDataError
+from sam4em.io.atomic import write_json_atomic
+from sam4em.io.zarr_store import create_array, ngff_multiscales, open_group
+from sam4em.predict.pred_store import LEVEL0
+from sam4em.predict.quicklook import draw_quicklook
+
+FACTOR = 4
+
+
+def missing_blocks(plan: str | os.PathLike[str], markers: str | os.PathLike[str]) -> list[str]:
+    """Ids of planned blocks without a ``{id}.done`` marker in ``markers``."""
+    return [b.id for b in load_plan(plan) if not (Path(markers) / f"{b.id}.done").is_file()]
+
+
+def _downsample(data: np.ndarray, f: int) -> np.ndarray:
+    z, h, w = data.shape
+    ph, pw = -h % f, -w % f
+    padded = np.pad(data.astype(np.float32), ((0, 0), (0, ph), (0, pw)), mode="edge")
+    pooled = padded.reshape(z, (h + ph) // f, f, (w + pw) // f, f).mean(axis=(2, 4))
+    return np.rint(pooled).astype(np.uint8)
+
+
+def stitch(
+    volume: str | os.PathLike[str],
+    pred: str | os.PathLike[str],
+    plan: str | os.PathLike[str],
+    markers: str | os.PathLike[str],
+    summary: str | os.PathLike[str],
+    figure: str | os.PathLike[str],
+) -> dict[str, Any]:
+    """Check completeness, write the downsampled level, the summary JSON and the figure."""
+    import zarr
+
+    missing = missing_blocks(plan, markers)
+    if missing:
+        raise InputDataError(
+            f"{pred}: {len(missing)} block(s) not done yet ({', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}); run their predict-block jobs first"
+        )
+    vol = open_group(volume)
+    raw, voxel = vol["raw"], vol.attrs["sam4em"]["voxel_size_nm"]
+    root = open_group(pred, mode="r+")
+    classes = root.attrs["sam4em"]["classes"]
+    stats: dict[str, dict[str, float]] = {}
+    for cls in classes:
+        group = root[cls]
+        level0 = group[LEVEL0]
+        shape = level0.shape
+        small = (shape[0], -(-shape[1] // FACTOR), -(-shape[2] // FACTOR))
+        if "1" in group:
+            del group["1"]
+        level1 = create_array(group, "1", small, (1, 256, 256), "uint8")
+        total, above = 0.0, 0
+        for z in range(shape[0]):
+            plane = np.asarray(level0[z])
+            level1[z] = _downsample(plane[None], FACTOR)[0]
+            total += float(plane.mean())
+            above += int((plane > 127).sum())
+        group.attrs["ome"] = {
+            "version": "0.5",
+            "multiscales": [ngff_multiscales(cls, [LEVEL0, "1"], voxel, [1, FACTOR])],
+        }
+        stats[cls] = {
+            "mean_probability": round(total / shape[0] / 255, 5),
+            "fraction_above_half": round(above / float(np.prod(shape)), 5),
+        }
+    zarr.consolidate_metadata(str(pred))
+    slices = sorted({0, raw.shape[0] // 2, raw.shape[0] - 1})
+    draw_quicklook(raw, {c: root[f"{c}/{LEVEL0}"] for c in classes}, slices, figure)
+    record = {
+        "volume": str(volume),
+        "pred": str(pred),
+        "shape": list(raw.shape),
+        "classes": classes,
+        "blocks": len(load_plan(plan)),
+        "block_seconds": round(
+            sum(json.loads(p.read_text())["seconds"] for p in Path(markers).glob("*.done")), 2
+        ),
+        "classes_stats": stats,
+    }
+    write_json_atomic(summary, record)
+    return record

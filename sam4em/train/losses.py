@@ -1,0 +1,37 @@
+"""Per-class BCE + soft Dice on both decoder stages; unlabelled classes are left out."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def bce_dice(
+    logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor, eps: float = 1.0
+) -> torch.Tensor:
+    """Mean over labelled classes of BCE + (1 - soft Dice); Dice pools the whole batch.
+
+    logits, target (B, C, H, W); labelled (B, C) bool: which classes each example labels.
+    """
+    logits = logits.float()
+    target = target.float()
+    weight = labelled.float()[:, :, None, None]
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    per_class_bce = (bce * weight).sum(dim=(0, 2, 3)) / (
+        weight.sum(dim=(0, 2, 3)) * bce[0, 0].numel()
+    ).clamp_min(1)
+    probs = torch.sigmoid(logits) * weight
+    t = target * weight
+    inter = (probs * t).sum(dim=(0, 2, 3))
+    dice = (2 * inter + eps) / (probs.sum(dim=(0, 2, 3)) + t.sum(dim=(0, 2, 3)) + eps)
+    present = labelled.any(dim=0)
+    loss = per_class_bce + (1 - dice)
+    return loss[present].mean() if present.any() else logits.sum() * 0
+
+
+def dice_score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Hard Dice per class of boolean masks (N, C, H, W); 1.0 where both are empty."""
+    pred, target = pred.bool(), target.bool()
+    inter = (pred & target).sum(dim=(0, 2, 3)).double()
+    total = pred.sum(dim=(0, 2, 3)).double() + target.sum(dim=(0, 2, 3)).double()
+    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))

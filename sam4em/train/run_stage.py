@@ -1,0 +1,65 @@
+"""Set up and run one training stage from the project config (the ``train`` verb)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sam4em.errors import Sam4emError
+from sam4em.model.checkpoint import load_checkpoint
+from sam4em.model.model_config import model_config_from
+from sam4em.model.sam4em_model import build_model
+from sam4em.train.settings import stage_settings
+from sam4em.train.tile_data import TileSet, tile_store_paths
+from sam4em.train.trainer import TrainResult, train_stage
+
+log = logging.getLogger(__name__)
+
+
+def run_stage(
+    config: dict[str, Any],
+    stage: int,
+    train_tiles: list[str],
+    val_tiles: list[str],
+    out: Path,
+    init: str | None = None,
+    work_dir: Path | None = None,
+) -> TrainResult:
+    """Train stage 1 from the configured base, or stage 2 from the stage-1 checkpoint."""
+    settings = stage_settings(config, stage)
+    model_config = model_config_from(config)
+    sequences = stage == 2
+    train = TileSet(tile_store_paths(train_tiles), sequences=sequences)
+    val = TileSet(tile_store_paths(val_tiles), sequences=sequences) if val_tiles else None
+    if train.classes != list(model_config.classes):
+        raise Sam4emError(
+            f"tile classes {train.classes} differ from the config's {list(model_config.classes)}"
+        )
+    if stage == 1:
+        if init:
+            raise Sam4emError("--init is for stage 2 (stage 1 starts from the configured base)")
+        model = build_model(model_config)
+        init_identity = ""
+    else:
+        if not init:
+            raise Sam4emError("stage 2 needs --init, the stage-1 checkpoint")
+        model, payload = load_checkpoint(
+            init, base_checkpoint=model_config.checkpoint, expect=model_config
+        )
+        init_identity = f"{Path(init).name}:{payload['extra'].get('step')}"
+    log.info(
+        "stage %d: %d training examples from %s",
+        stage,
+        len(train),
+        ", ".join(map(str, train_tiles)),
+    )
+    return train_stage(
+        model,
+        settings,
+        train,
+        val,
+        out,
+        work_dir or out.with_name(out.stem),
+        init_identity,
+    )

@@ -1,0 +1,59 @@
+"""Training settings of one stage, read from the ``train`` block of the config."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sam4em.train.augment import AugmentSettings
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """Everything that shapes one stage's run (its fingerprint decides resuming)."""
+
+    stage: int
+    steps: int
+    minutes: float | None
+    batch_size: int
+    lr: float
+    lora_lr: float  # 0 freezes the encoder's trained part (LoRA or full encoder)
+    weight_decay: float
+    warmup_steps: int
+    grad_clip: float
+    val_every: int
+    save_every: int
+    log_every: int
+    stage_weights: tuple[float, float]
+    balance: dict[str, float]
+    augment: AugmentSettings
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form."""
+        return asdict(self)
+
+
+def stage_settings(config: dict[str, Any], stage: int) -> StageSettings:
+    """The :class:`StageSettings` of ``stage`` (1 or 2) from a validated config."""
+    train = config["train"]
+    s = train[f"stage{stage}"]
+    lora_lr = s["lora_lr"] if s["lora_lr"] is not None else s["lr"]
+    return StageSettings(
+        stage=stage,
+        steps=s["steps"],
+        minutes=s["minutes"],
+        batch_size=s["batch_size"],
+        lr=s["lr"],
+        lora_lr=lora_lr,
+        weight_decay=train["weight_decay"],
+        warmup_steps=s["warmup_steps"],
+        grad_clip=train["grad_clip"],
+        val_every=s["val_every"],
+        save_every=train["save_every"],
+        log_every=train["log_every"],
+        stage_weights=(train["loss"]["stage1_weight"], train["loss"]["stage2_weight"]),
+        balance=dict(train["balance"]),
+        augment=AugmentSettings(**train["augment"]),
+        seed=train["seed"] + stage,
+    )

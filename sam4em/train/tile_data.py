@@ -1,0 +1,72 @@
+"""Training examples read from ``tiles/{split}.zarr``: 2D tiles or z-sequences of tiles.
+
+The training code only ever opens train and val tile stores, and a store of the test
+split is refused outright, so test slices cannot reach training or model selection.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from sam4em.errors import InputDataError
+
+
+class TileSet:
+    """Examples from one or more tile stores: single tiles (T=1) or z-sequences (T>1).
+
+    An example is ``(images (T, S, S) uint8, labels (T, C, S, S) uint8, labelled (C,) bool)``.
+    """
+
+    def __init__(self, stores: list[str | os.PathLike[str]], sequences: bool) -> None:
+        if not stores:
+            raise InputDataError("no tile store given")
+        self.groups = []
+        self.index: list[tuple[int, np.ndarray]] = []  # (store, tile indices of one example)
+        presence: list[np.ndarray] = []
+        self.slices: list[tuple[str, int]] = []  # (dataset, z) of every tile used
+        classes = None
+        for si, path in enumerate(stores):
+            group = zarr.open_group(str(path), mode="r")
+            meta = group.attrs["sam4em"]
+            if meta["split"] == "test":
+                raise InputDataError(f"{path}: test tiles are never used for training")
+            if classes is not None and meta["classes"] != classes:
+                raise InputDataError(f"{path}: classes {meta['classes']} differ from {classes}")
+            classes = meta["classes"]
+            origin = np.asarray(group["origin"])
+            tile_presence = np.asarray(group["presence"])
+            rows = np.asarray(group["sequences"]) if sequences else np.arange(len(origin))[:, None]
+            for row in rows:
+                self.index.append((si, row))
+                presence.append(tile_presence[row].max(axis=0))
+            self.slices += [(meta["dataset"], int(z)) for z in np.unique(origin[:, 0])]
+            labelled = np.array([c in meta["labelled_classes"] for c in classes])
+            self.groups.append((group, labelled, meta))
+        self.classes: list[str] = list(classes or [])
+        self.presence = np.stack(presence) if presence else np.zeros((0, len(self.classes)))
+        self.splits = sorted({meta["split"] for _, _, meta in self.groups})
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        store, rows = self.index[i]
+        group, labelled, _ = self.groups[store]
+        images = np.stack([np.asarray(group["images"][r]) for r in rows])
+        labels = np.stack([np.asarray(group["labels"][r]) for r in rows])
+        return images, labels, labelled
+
+
+def tile_store_paths(paths: list[str]) -> list[Path]:
+    """Check that each path is a tile store written by ``sam4em tile``."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        if not (path / "zarr.json").is_file():
+            raise InputDataError(f"{path}: not a tile store written by 'sam4em tile'")
+        out.append(path)
+    return out

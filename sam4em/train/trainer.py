@@ -1,0 +1,295 @@
+"""The training loop shared by both stages.
+
+Stage 1 feeds shuffled 2D tiles through the model with the memory off. Stage 2 feeds
+z-sequences slice by slice through ``model.step``, so each slice sees the memory of the
+model's own (detached) predictions on the previous slices, as at inference.
+
+A run keeps ``last.pt`` (weights, optimiser, schedule, random states, step, history)
+every ``save_every`` steps and ``best.pt`` (best mean val Dice); a killed run started
+again with the same settings continues from ``last.pt`` and ends where an uninterrupted
+run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sam4em.io.atomic import write_bytes_atomic
+from sam4em.model.checkpoint import save_checkpoint, trainable_state
+from sam4em.model.sam4em_model import SAM4EM, SegmentationOutput
+from sam4em.progress import progress
+from sam4em.train.augment import augment
+from sam4em.train.history import write_curves, write_history
+from sam4em.train.losses import bce_dice
+from sam4em.train.sampler import BalancedSampler
+from sam4em.train.schedule import lr_factor
+from sam4em.train.settings import StageSettings
+from sam4em.train.tile_data import TileSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """Where a stage ended."""
+
+    step: int
+    best_step: int
+    best_score: float
+    elapsed_s: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _param_groups(model: SAM4EM, s: StageSettings) -> list[dict[str, Any]]:
+    encoder, rest = [], []
+    for name, p in model.named_parameters():
+        if not model.is_trained(name):
+            p.requires_grad = False
+            continue
+        if s.stage == 1 and name.startswith("memory_"):
+            p.requires_grad = False  # stage 1: memory off
+        elif name.startswith("image_encoder."):
+            p.requires_grad = s.lora_lr > 0
+            if p.requires_grad:
+                encoder.append(p)
+        else:
+            p.requires_grad = True
+            rest.append(p)
+    groups = [{"params": rest, "lr": s.lr, "base_lr": s.lr}]
+    if encoder:
+        groups.append({"params": encoder, "lr": s.lora_lr, "base_lr": s.lora_lr})
+    return groups
+
+
+def make_batch(
+    data: TileSet, indices: np.ndarray, s: StageSettings, rng: np.random.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Examples ``indices`` as tensors (B, T, 1, S, S), (B, T, C, S, S), (B, C); augmented
+    when ``rng`` is given."""
+    images, labels, labelled = [], [], []
+    for i in indices:
+        im, lab, known = data[int(i)]
+        if rng is not None:
+            im, lab = augment(im, lab, s.augment, rng)
+        images.append(im.astype(np.float32))
+        labels.append(lab)
+        labelled.append(known)
+    # (B, T, 1, S, S), (B, T, C, S, S), (B, C)
+    return (
+        torch.from_numpy(np.stack(images))[:, :, None],
+        torch.from_numpy(np.stack(labels).astype(np.float32)),
+        torch.from_numpy(np.stack(labelled)),
+    )
+
+
+def _run(model: SAM4EM, images: torch.Tensor, stage: int) -> list[SegmentationOutput]:
+    if stage == 1:
+        return [model(images[:, 0])]
+    return model.forward_sequence(images)
+
+
+def _loss(
+    outputs: list[SegmentationOutput],
+    labels: torch.Tensor,
+    labelled: torch.Tensor,
+    s: StageSettings,
+) -> tuple[torch.Tensor, float, float]:
+    l1 = sum(bce_dice(o.stage1, labels[:, t], labelled) for t, o in enumerate(outputs)) / len(
+        outputs
+    )
+    l2 = sum(bce_dice(o.stage2, labels[:, t], labelled) for t, o in enumerate(outputs)) / len(
+        outputs
+    )
+    w1, w2 = s.stage_weights
+    return w1 * l1 + w2 * l2, float(l1.detach()), float(l2.detach())
+
+
+@torch.no_grad()
+def evaluate_dice(
+    model: SAM4EM, data: TileSet, s: StageSettings, device: torch.device
+) -> dict[str, float]:
+    """Per-class Dice of thresholded final predictions over every example of ``data``."""
+    was_training = model.training
+    model.eval()
+    inter = torch.zeros(len(data.classes), dtype=torch.float64)
+    total = torch.zeros_like(inter)
+    seen = torch.zeros(len(data.classes), dtype=torch.bool)
+    for start in range(0, len(data), s.batch_size):
+        idx = np.arange(start, min(start + s.batch_size, len(data)))
+        images, labels, labelled = make_batch(data, idx, s, None)
+        with _autocast(device):
+            outputs = _run(model, images.to(device), s.stage)
+        for t, out in enumerate(outputs):
+            pred = (out.final.float() > 0).cpu()
+            target = labels[:, t].bool()
+            mask = labelled[:, :, None, None]
+            inter += (pred & target & mask).sum(dim=(0, 2, 3)).double()
+            total += (
+                (pred & mask).sum(dim=(0, 2, 3)) + (target & mask).sum(dim=(0, 2, 3))
+            ).double()
+        seen |= labelled.any(dim=0)
+    model.train(was_training)
+    dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+    return {c: float(dice[i]) for i, c in enumerate(data.classes) if seen[i]}
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def fingerprint(
+    model: SAM4EM, s: StageSettings, train: TileSet, val: TileSet | None, init: str
+) -> str:
+    """Identity of a run: settings, model config, data and starting weights."""
+    data = {
+        "settings": s.to_dict(),
+        "model": model.config.to_dict() | {"checkpoint": model.base_identity},
+        "train": [(m["dataset"], m["split"], m["slices"]) for _, _, m in train.groups],
+        "val": [(m["dataset"], m["split"], m["slices"]) for _, _, m in val.groups] if val else [],
+        "init": init,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def train_stage(
+    model: SAM4EM,
+    s: StageSettings,
+    train: TileSet,
+    val: TileSet | None,
+    out: Path,
+    work_dir: Path,
+    init_identity: str = "",
+) -> TrainResult:
+    """Train ``model`` for one stage; writes ``out`` (best), history CSV and curves PNG."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    model.to(device).train()
+    groups = _param_groups(model, s)
+    optimizer = torch.optim.AdamW(groups, weight_decay=s.weight_decay)
+    sampler = BalancedSampler(train.presence, train.classes, s.balance, s.seed)
+    aug_rng = np.random.default_rng(s.seed + 1000)
+    torch.manual_seed(s.seed)
+    run_id = fingerprint(model, s, train, val, init_identity)
+    step, elapsed, history = 0, 0.0, []
+    best = {"step": -1, "score": -1.0}
+    last_path, best_path = work_dir / "last.pt", work_dir / "best.pt"
+    if last_path.is_file():
+        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") == run_id:
+            model.load_state_dict(state["model"], strict=False)
+            optimizer.load_state_dict(state["optimizer"])
+            sampler.restore(state["sampler"])
+            aug_rng.bit_generator.state = state["aug_rng"]
+            torch.set_rng_state(state["torch_rng"])
+            step, elapsed, history, best = (
+                state["step"],
+                state["elapsed"],
+                state["history"],
+                state["best"],
+            )
+            log.info("stage %d: resuming from %s at step %d", s.stage, last_path, step)
+        else:
+            log.info("stage %d: %s is from other settings; starting afresh", s.stage, last_path)
+
+    def checkpoint_state() -> dict[str, Any]:
+        return {
+            "fingerprint": run_id,
+            "step": step,
+            "elapsed": elapsed,
+            "history": history,
+            "best": best,
+            "model": trainable_state(model),
+            "optimizer": optimizer.state_dict(),
+            "sampler": sampler.state(),
+            "aug_rng": aug_rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def validate() -> None:
+        nonlocal best
+        if val is None or len(val) == 0:
+            return
+        scores = evaluate_dice(model, val, s, device)
+        mean = float(np.mean(list(scores.values())))
+        if not history or history[-1]["step"] != step:
+            history.append({"step": step})
+        history[-1].update(
+            {f"val_dice_{c}": v for c, v in scores.items()} | {"val_dice_mean": mean}
+        )
+        if mean > best["score"]:
+            best = {"step": step, "score": mean}
+            save_checkpoint(
+                model, best_path, extra={"stage": s.stage, "step": step, "val_dice": scores}
+            )
+
+    budget_s = s.minutes * 60 if s.minutes else float("inf")
+    window: list[tuple[float, float, float]] = []
+    bar = progress(total=s.steps, initial=step, desc=f"stage {s.stage}", unit="step")
+    t_start = time.perf_counter() - elapsed
+    while step < s.steps and elapsed < budget_s:
+        factor = lr_factor(step, s.steps, s.warmup_steps)
+        for g in optimizer.param_groups:
+            g["lr"] = g["base_lr"] * factor
+        images, labels, labelled = make_batch(train, sampler.draw(s.batch_size), s, aug_rng)
+        images, labels, labelled = images.to(device), labels.to(device), labelled.to(device)
+        with _autocast(device):
+            outputs = _run(model, images, s.stage)
+        loss, l1, l2 = _loss(outputs, labels, labelled, s)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+        optimizer.step()
+        step += 1
+        elapsed = time.perf_counter() - t_start
+        window.append((loss.item(), l1, l2))
+        bar.set_postfix(
+            loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False
+        )
+        bar.update(1)
+        if step % s.log_every == 0 or step == s.steps:
+            mean = np.mean(window, axis=0)
+            history.append(
+                {"step": step, "loss": mean[0], "loss_stage1": mean[1], "loss_stage2": mean[2],
+                 "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(elapsed, 2)}
+            )  # fmt: skip
+            window = []
+        if step % s.val_every == 0:
+            validate()
+        if step % s.save_every == 0:
+            _save_state(last_path, checkpoint_state())
+    bar.close()
+    if not history or history[-1]["step"] != step:
+        history.append({"step": step, "elapsed_s": round(elapsed, 2)})
+    if best["step"] != step:
+        validate()
+    if not best_path.is_file():  # no validation data: the last weights are the result
+        save_checkpoint(model, best_path, extra={"stage": s.stage, "step": step})
+        best = {"step": step, "score": float("nan")}
+    _save_state(last_path, checkpoint_state())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_history(history, out.with_name(f"{out.stem}_history.csv"))
+    write_curves(history, out.with_name(f"{out.stem}_curves.png"), f"stage {s.stage}")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.copyfile(best_path, tmp)
+    tmp.replace(out)
+    log.info("stage %d: %d steps in %.1f s; best step %d, mean val Dice %.4f",
+             s.stage, step, elapsed, best["step"], best["score"])  # fmt: skip
+    return TrainResult(step, best["step"], best["score"], elapsed, history)

@@ -1,0 +1,237 @@
+"""Block-wise inference and stitching on a real VNC crop with a trained vit_tiny model.
+
+The crop is imported as an unlabelled dataset (raw only), so every test here also shows
+that prediction needs no labels.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+from sam4em.blocks.plan import load_plan, write_plan
+from sam4em.config import validate_config
+from sam4em.io.importer import import_dataset
+from sam4em.io.zarr_store import open_group
+from sam4em.predict.block_job import predict_block
+from sam4em.tiling.tiles import write_tiles
+from sam4em.train.run_stage import run_stage
+from tests.conftest import assert_user_error, run_cli
+
+CLASSES = ["glia", "mito", "synapse"]
+CROP = (slice(0, 12), slice(256, 704), slice(256, 704))  # 12 x 448 x 448
+CHUNKS = [1, 128, 128]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, vnc):
+    """A briefly trained two-stage vit_tiny checkpoint and an unlabelled crop volume."""
+    tmp = tmp_path_factory.mktemp("predict")
+    config = validate_config(
+        {
+            "classes": CLASSES,
+            "datasets": {
+                "vnc": {
+                    "raw": str(vnc / "stack1" / "raw"),
+                    "labels": {
+                        "source": str(vnc / "stack1" / "labels"),
+                        "values": {"glia": 159, "mito": 191, "synapse": 223},
+                    },
+                    "voxel_size": [50, 4.6, 4.6],
+                    "split": {"train": [0, 13], "val": [14, 15], "test": [16, 19]},
+                }
+            },
+            "model": {"encoder_trainable": "all"},
+            "train": {
+                "stage1": {"steps": 40, "val_every": 40, "warmup_steps": 5, "batch_size": 4},
+                "stage2": {"steps": 8, "val_every": 8, "warmup_steps": 2, "batch_size": 2},
+            },
+            "inference": {"chunks": CHUNKS},
+        }
+    )
+    volume = import_dataset(config, "vnc", tmp / "volume.zarr")
+    tiles = [
+        str(write_tiles(volume, s, r, config["tiling"], tmp / f"{s}.zarr"))
+        for s, r in (("train", range(0, 14)), ("val", range(14, 16)))
+    ]
+    run_stage(config, 1, tiles[:1], tiles[1:], tmp / "stage1.pt")
+    run_stage(config, 2, tiles[:1], tiles[1:], tmp / "stage2.pt", init=str(tmp / "stage1.pt"))
+    raw = np.asarray(open_group(volume)["raw"][CROP])
+    tifffile.imwrite(tmp / "crop.tif", raw, photometric="minisblack")
+    config["datasets"]["crop"] = {"raw": str(tmp / "crop.tif"), "voxel_size": [50, 4.6, 4.6]}
+    config = validate_config(config)
+    crop = import_dataset(config, "crop", tmp / "crop.zarr")
+    cfg = tmp / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    return config, cfg, tmp / "stage2.pt", crop, raw
+
+
+def run_blocks(trained, work: Path, block_shape, warmup: int, **inference) -> np.ndarray:
+    """Plan and predict every block in this process; (C, Z, Y, X) uint8 probabilities."""
+    config, _, ckpt, crop, raw = trained
+    settings = config["inference"] | inference | {"block_shape": block_shape, "warmup": warmup}
+    write_plan(work / "blocks.json", raw.shape, settings, 256)
+    for b in load_plan(work / "blocks.json"):
+        predict_block(settings, ckpt, crop, work / "blocks.json", b.id, work / "pred.zarr",
+                      work / "blocks" / f"{b.id}.done")  # fmt: skip
+    return read_pred(work / "pred.zarr")
+
+
+def read_pred(path: Path) -> np.ndarray:
+    root = open_group(path)
+    return np.stack([np.asarray(root[f"{c}/0"]) for c in CLASSES])
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / total) if total else 1.0
+
+
+@pytest.fixture(scope="module")
+def whole(trained, tmp_path_factory):
+    """The reference: one block holding the whole crop."""
+    return run_blocks(trained, tmp_path_factory.mktemp("whole"), [12, 512, 512], 4)
+
+
+def test_blockwise_equals_whole_volume_and_needs_the_warmup(trained, whole, tmp_path):
+    blocks = run_blocks(trained, tmp_path / "w4", [4, 256, 256], 4)
+    cold = run_blocks(trained, tmp_path / "w0", [4, 256, 256], 0)
+    assert len(load_plan(tmp_path / "w4" / "blocks.json")) == 12  # smaller in z, y and x
+    assert whole.shape == (3, 12, 448, 448) and whole.max() > 127  # something is predicted
+    for i, cls in enumerate(CLASSES):
+        d = dice(blocks[i] > 127, whole[i] > 127)
+        assert d >= 0.995, (cls, d)
+    mad = np.abs(blocks.astype(int) - whole).mean()
+    assert mad <= 2.0, mad
+    # without warm-up, the first slice of each later z-block starts with an empty memory
+    firsts = [4, 8]
+    warm = np.abs(blocks[:, firsts].astype(int) - whole[:, firsts]).mean()
+    cold_mad = np.abs(cold[:, firsts].astype(int) - whole[:, firsts]).mean()
+    assert cold_mad > 0.05 and cold_mad > 3 * warm, (cold_mad, warm)
+
+
+def _edge_jumps(pred: np.ndarray, edges: list[int]) -> tuple[float, float]:
+    """The measure: J(i) = mean |p(i) - p(i-1)| over a whole line i (columns and rows
+    pooled, all slices and classes). Returns the largest J at a tile edge and the 99th
+    percentile of J over the interior lines (edges +-1 left out)."""
+    jumps = []
+    for axis in (2, 3):
+        diff = np.abs(np.diff(pred.astype(np.float32), axis=axis))
+        per_line = diff.mean(axis=tuple(a for a in range(4) if a != axis))
+        jumps.append(per_line)  # index i = jump between i and i + 1
+    per_line = np.mean(jumps, axis=0)
+    at_edges = [e - 1 for e in edges]
+    interior = np.delete(per_line, [i + d for i in at_edges for d in (-1, 0, 1)])
+    return float(per_line[at_edges].max()), float(np.percentile(interior, 99))
+
+
+def test_blending_leaves_no_seams(trained, whole, tmp_path):
+    # lattice over 448 px: tiles at 0 and 192 (size 256), so edges at 192 and 256
+    edges = [192, 256]
+    edge, interior = _edge_jumps(whole, edges)
+    assert edge <= interior, (edge, interior)
+    # the measure can fail: flat weights (plain averaging) switch tiles abruptly
+    hard = run_blocks(trained, tmp_path, [12, 512, 512], 4, window="flat")
+    hard_edge, hard_interior = _edge_jumps(hard, edges)
+    assert hard_edge > edge and hard_edge > hard_interior, (hard_edge, hard_interior, edge)
+
+
+def _cli_block(cfg: Path, ckpt: Path, crop: Path, work: Path, block: str):
+    return [sys.executable, "-m", "sam4em", "predict-block", "--config", str(cfg),
+            "--checkpoint", str(ckpt), "--volume", str(crop), "--plan",
+            str(work / "blocks.json"), "--block", block,
+            "--out", str(work / "pred.zarr")]  # fmt: skip
+
+
+def test_killed_block_leaves_no_marker_and_rerun_matches(trained, whole, tmp_path):
+    config, cfg, ckpt, crop, raw = trained
+    settings = config["inference"] | {"block_shape": [12, 512, 512], "warmup": 4}
+    [block] = write_plan(tmp_path / "blocks.json", raw.shape, settings, 256)
+    marker = tmp_path / "blocks" / f"{block.id}.done"
+    proc = subprocess.Popen(_cli_block(cfg, ckpt, crop, tmp_path, block.id),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    chunk_dir = tmp_path / "pred.zarr" / "glia" / "0" / "c"
+    deadline = time.monotonic() + 300
+    while not (chunk_dir.is_dir() and any(chunk_dir.rglob("*"))) and time.monotonic() < deadline:
+        assert proc.poll() is None, "the block finished before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not marker.exists()  # partly written, not marked done
+    partial = read_pred(tmp_path / "pred.zarr")
+    assert (partial != whole).any()  # the kill did leave the block incomplete
+    r = subprocess.run(_cli_block(cfg, ckpt, crop, tmp_path, block.id), capture_output=True,
+                       text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(marker.read_text())["block"] == block.id
+    np.testing.assert_array_equal(read_pred(tmp_path / "pred.zarr"), whole)
+    # a rerun of a done block is skipped
+    r = subprocess.run(_cli_block(cfg, ckpt, crop, tmp_path, block.id), capture_output=True,
+                       text=True)  # fmt: skip
+    assert r.returncode == 0 and "skipped" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def serial(trained, tmp_path_factory):
+    """Eight blocks of 6 x 384 x 384 (clipped) predicted one after another; its folder."""
+    work = tmp_path_factory.mktemp("serial")
+    return work, run_blocks(trained, work, [6, 384, 384], 4)
+
+
+def test_parallel_block_jobs_equal_the_serial_run(trained, serial, tmp_path):
+    config, cfg, ckpt, crop, raw = trained
+    work = tmp_path / "parallel"
+    settings = config["inference"] | {"block_shape": [6, 384, 384], "warmup": 4}
+    ids = [b.id for b in write_plan(work / "blocks.json", raw.shape, settings, 256)]
+    assert len(ids) == 8
+    script = "; ".join(" ".join(_cli_block(cfg, ckpt, crop, work, b)) for b in ids[::2])
+    script2 = "; ".join(" ".join(_cli_block(cfg, ckpt, crop, work, b)) for b in ids[1::2])
+    procs = [subprocess.Popen(["bash", "-ec", s]) for s in (script, script2)]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    np.testing.assert_array_equal(read_pred(work / "pred.zarr"), serial[1])
+
+
+def test_stitch_checks_blocks_and_writes_level_summary_figure(trained, serial):
+    config, cfg, ckpt, crop, raw = trained
+    tmp_path, pred = serial
+    args = ["stitch", "--config", str(cfg), "--volume", str(crop), "--pred",
+            str(tmp_path / "pred.zarr"), "--plan", str(tmp_path / "blocks.json"),
+            "--summary", str(tmp_path / "predictions.json"),
+            "--figure", str(tmp_path / "predictions.png")]  # fmt: skip
+    first = sorted((tmp_path / "blocks").glob("*.done"))[0]
+    first.rename(first.with_suffix(".moved"))
+    assert_user_error(run_cli(*args), "1 block(s) not done", first.stem)
+    first.with_suffix(".moved").rename(first)
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "predictions.json").read_text())
+    assert summary["blocks"] == 8 and summary["shape"] == [12, 448, 448]
+    for i, cls in enumerate(CLASSES):
+        level1 = np.asarray(open_group(tmp_path / "pred.zarr")[f"{cls}/1"])
+        assert level1.shape == (12, 112, 112)
+        expected = pred[i, :, :4, :4].astype(np.float32).mean(axis=(1, 2))
+        np.testing.assert_allclose(level1[:, 0, 0], np.rint(expected), atol=0)
+        frac = (pred[i] > 127).mean()
+        assert summary["classes_stats"][cls]["fraction_above_half"] == pytest.approx(frac, abs=1e-5)
+    root = json.loads((tmp_path / "pred.zarr" / "zarr.json").read_text())
+    assert "consolidated_metadata" in root  # consolidated for viewers
+    png = (tmp_path / "predictions.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_unknown_block_is_a_clear_error(trained, tmp_path):
+    config, cfg, ckpt, crop, raw = trained
+    write_plan(tmp_path / "blocks.json", raw.shape, config["inference"], 256)
+    r = run_cli("predict-block", "--config", str(cfg), "--checkpoint", str(ckpt), "--volume",
+                str(crop), "--plan", str(tmp_path / "blocks.json"), "--block", "z9y9x9",
+                "--out", str(tmp_path / "pred.zarr"))  # fmt: skip
+    assert_user_error(r, "no block 'z9y9x9'")

@@ -1,0 +1,193 @@
+"""Dual-stage training on real VNC tiles with vit_tiny (a few steps each)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from sam4em.model.checkpoint import read_checkpoint
+from sam4em.train.sampler import BalancedSampler
+from sam4em.train.tile_data import TileSet
+from tests.conftest import assert_user_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def vnc_tiles(tmp_path_factory, vnc):
+    """Import the real stack and tile train, val and test (the test store must be refused)."""
+    tmp = tmp_path_factory.mktemp("train")
+    config = {
+        "classes": ["glia", "mito", "synapse"],
+        "datasets": {
+            "vnc": {
+                "raw": str(vnc / "stack1" / "raw"),
+                "labels": {
+                    "source": str(vnc / "stack1" / "labels"),
+                    "values": {"glia": 159, "mito": 191, "synapse": 223},
+                },
+                "voxel_size": [50, 4.6, 4.6],
+                "split": {"train": [0, 13], "val": [14, 15], "test": [16, 19]},
+            }
+        },
+        "model": {"encoder_trainable": "all"},
+        "train": {
+            "stage1": {"steps": 30, "val_every": 15, "warmup_steps": 5, "batch_size": 4},
+            "stage2": {"steps": 6, "val_every": 3, "batch_size": 2, "lora_lr": 0.0},
+            "save_every": 5,
+            "log_every": 5,
+        },
+    }
+    cfg = tmp / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    vol = tmp / "volume.zarr"
+    assert (
+        run_cli("import", "--config", str(cfg), "--dataset", "vnc", "--out", str(vol)).returncode
+        == 0
+    )
+    tiles = {}
+    for split in ("train", "val", "test"):
+        tiles[split] = tmp / f"{split}.zarr"
+        r = run_cli(
+            "tile", "--config", str(cfg), "--dataset", "vnc", "--split", split,
+            "--volume", str(vol), "--out", str(tiles[split]),
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    return tmp, cfg, tiles
+
+
+def _train(cfg, tiles, stage, out, *extra):
+    args = [
+        "train",
+        "--config",
+        str(cfg),
+        "--stage",
+        str(stage),
+        "--train-tiles",
+        str(tiles["train"]),
+    ]
+    return run_cli(*args, "--val-tiles", str(tiles["val"]), "--out", str(out), *extra)
+
+
+@pytest.fixture(scope="module")
+def stage1(vnc_tiles):
+    tmp, cfg, tiles = vnc_tiles
+    out = tmp / "run" / "models" / "stage1.pt"
+    r = _train(cfg, tiles, 1, out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_stage1_reduces_loss_and_writes_outputs(stage1):
+    history = pd.read_csv(stage1.with_name("stage1_history.csv"))
+    losses = history.dropna(subset=["loss"])["loss"].to_numpy()
+    assert len(losses) == 6  # logged every 5 of 30 steps
+    assert losses[-1] < losses[0] - 0.1
+    assert history["step"].is_monotonic_increasing and history["step"].max() == 30
+    assert {"val_dice_glia", "val_dice_mito", "val_dice_synapse", "val_dice_mean", "lr"} <= set(
+        history
+    )
+    assert history.dropna(subset=["val_dice_mean"])["step"].tolist() == [15, 30]
+    assert stage1.with_name("stage1_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    work = stage1.with_name("stage1")
+    assert (work / "best.pt").is_file() and (work / "last.pt").is_file()
+    meta = read_checkpoint(stage1)
+    assert meta["extra"]["stage"] == 1 and meta["extra"]["step"] in (15, 30)
+
+
+def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(vnc_tiles, stage1):
+    tmp, cfg, tiles = vnc_tiles
+    out = tmp / "killed" / "models" / "stage1.pt"
+    last = out.with_name("stage1") / "last.pt"
+    cmd = [sys.executable, "-m", "sam4em", "train", "--config", str(cfg), "--stage", "1",
+           "--train-tiles", str(tiles["train"]), "--val-tiles", str(tiles["val"]),
+           "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file() and torch.load(last, weights_only=False)["step"] >= 10:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(last, weights_only=False)["step"]
+    assert 10 <= killed_at < 30 and not out.exists()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"resuming from {last} at step {killed_at}" in r.stderr
+    resumed = torch.load(last, weights_only=False)
+    straight = torch.load(stage1.with_name("stage1") / "last.pt", weights_only=False)
+    assert resumed["step"] == straight["step"] == 30
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    a = pd.read_csv(out.with_name("stage1_history.csv"))
+    b = pd.read_csv(stage1.with_name("stage1_history.csv"))
+    pd.testing.assert_frame_equal(a.drop(columns="elapsed_s"), b.drop(columns="elapsed_s"))
+
+
+def test_stage2_starts_from_stage1(vnc_tiles, stage1):
+    tmp, cfg, tiles = vnc_tiles
+    out = tmp / "run" / "models" / "stage2.pt"
+    r = _train(cfg, tiles, 2, out, "--init", str(stage1))
+    assert r.returncode == 0, r.stderr[-3000:]
+    s1, s2 = read_checkpoint(stage1)["state_dict"], read_checkpoint(out)["state_dict"]
+    assert set(s1) == set(s2)
+    encoder = [k for k in s1 if k.startswith("image_encoder.")]
+    assert encoder and all(torch.equal(s1[k], s2[k]) for k in encoder)  # lora_lr 0: frozen
+    memory = [k for k in s1 if k.startswith("memory_")]
+    assert any(not torch.equal(s1[k], s2[k]) for k in memory)  # the memory trained
+    decoder = [k for k in s1 if k.startswith("decoder1.")]
+    drift = max((s1[k] - s2[k]).abs().max().item() for k in decoder)
+    assert 0 < drift < 0.05  # fine-tuned from stage 1, not from scratch
+    history = pd.read_csv(out.with_name("stage2_history.csv"))
+    assert history["step"].max() == 6
+    assert read_checkpoint(out)["extra"]["stage"] == 2
+
+
+def test_stage2_without_init_is_an_error(vnc_tiles, tmp_path):
+    _, cfg, tiles = vnc_tiles
+    assert_user_error(_train(cfg, tiles, 2, tmp_path / "s2.pt"), "stage 2 needs --init")
+
+
+def test_training_never_opens_test_tiles(vnc_tiles, tmp_path):
+    _, cfg, tiles = vnc_tiles
+    train, val = TileSet([tiles["train"]], False), TileSet([tiles["val"]], True)
+    assert {z for _, z in train.slices} == set(range(14))
+    assert {z for _, z in val.slices} == {14, 15}
+    assert train.splits == ["train"] and val.splits == ["val"]
+    r = run_cli(
+        "train", "--config", str(cfg), "--stage", "1", "--train-tiles", str(tiles["train"]),
+        "--val-tiles", str(tiles["test"]), "--out", str(tmp_path / "m.pt"),
+    )  # fmt: skip
+    assert_user_error(r, "test tiles are never used for training")
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_sampler_draws_synapse_tiles_at_the_configured_rate(vnc_tiles):
+    _, _, tiles = vnc_tiles
+    data = TileSet([tiles["train"]], False)
+    has_syn = data.presence[:, data.classes.index("synapse")] > 0
+    natural = has_syn.mean()
+    assert 0 < natural < 1
+    for rate in (0.0, 0.3, 0.8):
+        sampler = BalancedSampler(data.presence, data.classes, {"synapse": rate}, seed=1)
+        drawn = sampler.draw(20000)
+        share = has_syn[drawn].mean()
+        assert share == pytest.approx(rate + (1 - rate) * natural, abs=0.015), rate
+
+
+def test_sampler_state_round_trip():
+    presence = np.random.default_rng(0).random((50, 3)) > 0.7
+    a = BalancedSampler(presence.astype(float), ["a", "b", "c"], {"c": 0.5}, seed=3)
+    a.draw(17)
+    state = a.state()
+    expected = a.draw(40)
+    b = BalancedSampler(presence.astype(float), ["a", "b", "c"], {"c": 0.5}, seed=99)
+    b.restore(state)
+    np.testing.assert_array_equal(b.draw(40), expected)

@@ -1,0 +1,53 @@
+# Block-wise inference (GPU rules, one job per block) and stitching.
+
+
+wildcard_constraints:
+    block=r"z\d+y\d+x\d+",
+
+
+def block_markers(wildcards):
+    """Every block's done marker; known once the plan_blocks checkpoint has run."""
+    plan = checkpoints.plan_blocks.get(dataset=wildcards.dataset).output[0]
+    return expand(
+        f"{R}/{wildcards.dataset}/blocks/{{block}}.done", block=sam4em_block_ids(plan)
+    )
+
+
+rule predict_block:
+    input:
+        model=lambda wc: model_for(wc.dataset),
+        volume=f"{R}/{{dataset}}/volume.zarr",
+        plan=f"{R}/{{dataset}}/blocks.json",
+    output:
+        f"{R}/{{dataset}}/blocks/{{block}}.done",
+    log:
+        f"{R}/logs/{{dataset}}/predict_block_{{block}}.log",
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    shell:
+        "{SAM4EM} predict-block --config {CONFIG_FILE} --checkpoint {input.model}"
+        " --volume {input.volume} --plan {input.plan} --block {wildcards.block}"
+        " --out {R}/{wildcards.dataset}/pred.zarr --done {output} > {log} 2>&1"
+
+
+rule stitch:
+    input:
+        # the model too, so training shows in the DAG before the block plan exists
+        model=lambda wc: model_for(wc.dataset),
+        markers=block_markers,
+        volume=f"{R}/{{dataset}}/volume.zarr",
+        plan=f"{R}/{{dataset}}/blocks.json",
+    output:
+        summary=f"{R}/{{dataset}}/predictions.json",
+        figure=f"{R}/{{dataset}}/figures/predictions.png",
+    log:
+        f"{R}/logs/{{dataset}}/stitch.log",
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "{SAM4EM} stitch --config {CONFIG_FILE} --volume {input.volume}"
+        " --pred {R}/{wildcards.dataset}/pred.zarr --plan {input.plan}"
+        " --summary {output.summary} --figure {output.figure} > {log} 2>&1"
