@@ -48,6 +48,19 @@ def vnc() -> Path:
     return SHARED_VNC
 
 
+def vnc_dataset(vnc: Path) -> dict[str, Any]:
+    """The config block of the real VNC stack 1 with the demo's classes and split."""
+    return {
+        "raw": str(vnc / "stack1" / "raw"),
+        "labels": {
+            "source": str(vnc / "stack1" / "labels"),
+            "values": {"glia": 159, "mito": 191, "synapse": 223},
+        },
+        "voxel_size": [50, 4.6, 4.6],
+        "split": {"train": [0, 13], "val": [14, 15], "test": [16, 19]},
+    }
+
+
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python -m sam4em ARGS`` and capture its output."""
     return subprocess.run(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
-from tests.conftest import run_cli, write_config
+from tests.conftest import run_cli, vnc_dataset, write_config
 
 EXPECTED_FRACTIONS = {"glia": 0.029, "mito": 0.054, "synapse": 0.0056}
 
@@ -16,17 +16,7 @@ def vnc_volume(tmp_path_factory, vnc):
     tmp = tmp_path_factory.mktemp("vnc")
     cfg = write_config(
         tmp / "config.yaml",
-        {
-            "vnc": {
-                "raw": str(vnc / "stack1" / "raw"),
-                "labels": {
-                    "source": str(vnc / "stack1" / "labels"),
-                    "values": {"glia": 159, "mito": 191, "synapse": 223},
-                },
-                "voxel_size": [50, 4.6, 4.6],
-                "split": {"train": [0, 13], "val": [14, 15], "test": [16, 19]},
-            }
-        },
+        {"vnc": vnc_dataset(vnc)},
     )
     out = tmp / "volume.zarr"
     result = run_cli("import", "--config", str(cfg), "--dataset", "vnc", "--out", str(out))

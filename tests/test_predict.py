@@ -25,7 +25,7 @@ from sam4em.io.zarr_store import open_group
 from sam4em.predict.block_job import predict_block
 from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import assert_user_error, run_cli, vnc_dataset
 
 CLASSES = ["glia", "mito", "synapse"]
 CROP = (slice(0, 12), slice(256, 704), slice(256, 704))  # 12 x 448 x 448
@@ -39,17 +39,7 @@ def trained(tmp_path_factory, vnc):
     config = validate_config(
         {
             "classes": CLASSES,
-            "datasets": {
-                "vnc": {
-                    "raw": str(vnc / "stack1" / "raw"),
-                    "labels": {
-                        "source": str(vnc / "stack1" / "labels"),
-                        "values": {"glia": 159, "mito": 191, "synapse": 223},
-                    },
-                    "voxel_size": [50, 4.6, 4.6],
-                    "split": {"train": [0, 13], "val": [14, 15], "test": [16, 19]},
-                }
-            },
+            "datasets": {"vnc": vnc_dataset(vnc)},
             "model": {"encoder_trainable": "all"},
             "train": {
                 "stage1": {"steps": 40, "val_every": 40, "warmup_steps": 5, "batch_size": 4},

@@ -16,7 +16,7 @@ import yaml
 from sam4em.model.checkpoint import read_checkpoint
 from sam4em.train.sampler import BalancedSampler
 from sam4em.train.tile_data import TileSet
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import assert_user_error, run_cli, vnc_dataset
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +25,7 @@ def vnc_tiles(tmp_path_factory, vnc):
     tmp = tmp_path_factory.mktemp("train")
     config = {
         "classes": ["glia", "mito", "synapse"],
-        "datasets": {
-            "vnc": {
-                "raw": str(vnc / "stack1" / "raw"),
-                "labels": {
-                    "source": str(vnc / "stack1" / "labels"),
-                    "values": {"glia": 159, "mito": 191, "synapse": 223},
-                },
-                "voxel_size": [50, 4.6, 4.6],
-                "split": {"train": [0, 13], "val": [14, 15], "test": [16, 19]},
-            }
-        },
+        "datasets": {"vnc": vnc_dataset(vnc)},
         "model": {"encoder_trainable": "all"},
         "train": {
             "stage1": {"steps": 30, "val_every": 15, "warmup_steps": 5, "batch_size": 4},
