@@ -132,6 +132,8 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
                 f"{origin}: inference.block_shape: {axis} size {b} is not a multiple of "
                 f"inference.chunks {c} (block cores must align with the chunk grid)"
             )
+    if inf["tile_overlap"] is None:
+        inf["tile_overlap"] = model["img_size"] // 4
     if inf["tile_overlap"] >= model["img_size"]:
         raise ConfigError(
             f"{origin}: inference.tile_overlap: {inf['tile_overlap']} must be smaller than "
