@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sam4em import __version__
-from sam4em.errors import Sam4emError
+from sam4em.errors import ConfigError, Sam4emError
 
 log = logging.getLogger("sam4em")
 
@@ -50,7 +50,6 @@ def _cmd_import(args: argparse.Namespace) -> None:
 
 def _cmd_tile(args: argparse.Namespace) -> None:
     from sam4em.config import dataset, load_config, split_slices
-    from sam4em.errors import ConfigError
     from sam4em.tiling.tiles import write_tiles
 
     config = load_config(args.config)
@@ -116,6 +115,17 @@ def _cmd_stitch(args: argparse.Namespace) -> None:
     markers = args.markers or Path(args.pred).parent / "blocks"
     record = stitch(args.volume, args.pred, args.plan, markers, args.summary, args.figure)
     print(f"stitched {record['blocks']} block(s) into {args.pred}")
+
+
+def _cmd_components(args: argparse.Namespace) -> None:
+    from sam4em.config import load_config
+    from sam4em.postprocess.instances import components_for_class
+
+    config = load_config(args.config)
+    if args.cls not in config["classes"]:
+        raise ConfigError(f"--class: '{args.cls}' is not one of {config['classes']}")
+    table = components_for_class(config, args.pred, args.cls, args.out, args.objects)
+    print(f"{args.cls}: {len(table)} object(s) in {args.out}/{args.cls}")
 
 
 def _existing_volume(value: str) -> str:
@@ -186,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markers", help="folder of {block}.done (default: blocks/ next to --pred)")
     p.add_argument("--summary", required=True, help="output summary JSON")
     p.add_argument("--figure", required=True, help="output quick-look PNG")
+
+    p = add("components", _cmd_components, "3D connected components of one class, block-wise")
+    p.add_argument("--pred", required=True, help="pred.zarr")
+    p.add_argument("--class", dest="cls", required=True, help="class name")
+    p.add_argument("--out", required=True, help="instances.zarr (the class array goes inside)")
+    p.add_argument("--objects", required=True, help="output objects/{class}.csv")
     return parser
 
 

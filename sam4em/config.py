@@ -103,6 +103,8 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
             f"{tiling['tile_size']} (tiles would leave gaps)"
         )
     train = config["train"]
+    if train["balance"] is None:  # default: see synapses often when they are a class
+        train["balance"] = {"synapse": 0.3} if "synapse" in classes else {}
     for cls in train["balance"]:
         if cls not in classes:
             raise ConfigError(f"{origin}: train.balance: class '{cls}' is not in classes {classes}")
@@ -139,6 +141,13 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
             f"{origin}: inference.tile_overlap: {inf['tile_overlap']} must be smaller than "
             f"model.img_size {model['img_size']}"
         )
+    for key in ("threshold", "min_voxels", "min_z"):
+        value = config["components"][key]
+        unknown = sorted(set(value) - set(classes)) if isinstance(value, dict) else []
+        if unknown:
+            raise ConfigError(
+                f"{origin}: components.{key}: unknown class '{unknown[0]}' (classes: {classes})"
+            )
     source = inf["model_from"]
     if source is not None:
         ds = config["datasets"].get(source)

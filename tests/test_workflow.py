@@ -48,8 +48,9 @@ def test_dry_run_of_all_on_the_default_config(repo, tmp_path):
         "train_stage1": 1,
         "train_stage2": 1,
         "stitch": 1,
+        "components": 3,
         "all": 1,
-        "total": 9,
+        "total": 12,
     }
     assert not (tmp_path / "results").exists()  # a dry run writes no results
 
@@ -101,6 +102,14 @@ def test_local_run_writes_every_stage(local_run):
     summary = json.loads((res / "predictions.json").read_text())
     assert summary["blocks"] == 8
     assert (res / "figures" / "predictions.png").stat().st_size > 10_000
+    # instances: one array and one object table per class
+    instances = zarr.open_group(str(res / "instances.zarr"), mode="r")
+    for cls in config["classes"]:
+        labels = instances[cls]["0"]
+        assert labels.shape == (20, 1024, 1024) and labels.dtype == np.uint32
+        table = (res / "objects" / f"{cls}.csv").read_text().splitlines()
+        assert table[0].startswith("id,voxels,volume_nm3")
+        assert len(table) - 1 == instances[cls].attrs["sam4em"]["objects"]
 
 
 def test_second_run_has_nothing_to_do(repo, local_run):

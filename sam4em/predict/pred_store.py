@@ -39,6 +39,7 @@ def ensure_pred_store(
     def build(tmp: Path) -> None:
         root = open_group(tmp, mode="w")
         root.attrs["sam4em"] = identity
+        root.attrs["voxel_size_nm"] = [float(v) for v in voxel_size]
         for cls in identity["classes"]:
             group = root.create_group(cls)
             create_array(group, LEVEL0, identity["shape"], identity["chunks"], "uint8")

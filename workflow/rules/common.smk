@@ -19,6 +19,7 @@ DEMO_DEST = config["demo"]["dest"].rstrip("/")
 wildcard_constraints:
     dataset="|".join(DATASETS),
     split="train|val|test",
+    cls="|".join(config["classes"]),
 
 
 def uses_demo_data(dataset):
@@ -45,7 +46,12 @@ def model_for(dataset):
 
 def dataset_targets(dataset):
     """Every final output of one dataset with the stages that exist so far."""
-    predicted = [f"{R}/{dataset}/predictions.json"] if model_for(dataset) else []
+    predicted = []
+    if model_for(dataset):
+        predicted = [
+            f"{R}/{dataset}/predictions.json",
+            *expand(f"{R}/{dataset}/objects/{{cls}}.csv", cls=config["classes"]),
+        ]
     return [
         *expand(f"{R}/{dataset}/tiles/{{split}}.zarr", split=labelled_splits(dataset)),
         *predicted,

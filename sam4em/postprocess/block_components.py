@@ -1,0 +1,146 @@
+"""3D connected components of a binary volume, one block at a time.
+
+Pass 1 labels each block with ``cc3d`` and shifts its labels past those of the blocks
+before it (globally unique), collecting per-label voxel counts, bounding boxes and
+coordinate sums. Pass 2 reads each block grown by one voxel and records which labels of
+neighbouring blocks touch (for the chosen connectivity); union-find merges them. Pass 3
+relabels block by block to consecutive ids of the objects that pass the size filters.
+Only one block (plus a one-voxel shell) is in memory at a time; the per-label tables grow
+with the number of objects, not with the volume.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cc3d
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from sam4em.postprocess.neighbours import touching_pairs
+from sam4em.postprocess.union_find import UnionFind
+
+Box = tuple[slice, slice, slice]
+
+
+def grid_boxes(shape: Sequence[int], block_shape: Sequence[int]) -> Iterator[Box]:
+    """Boxes of ``block_shape`` tiling ``shape`` (the last ones clipped), in C order."""
+    ranges = [range(0, n, b) for n, b in zip(shape, block_shape, strict=True)]
+    for start in itertools.product(*ranges):
+        yield tuple(
+            slice(s, min(s + b, n)) for s, b, n in zip(start, block_shape, shape, strict=True)
+        )  # type: ignore[misc]
+
+
+def _grow(box: Box, shape: Sequence[int]) -> Box:
+    grown = [
+        slice(max(0, s.start - 1), min(n, s.stop + 1)) for s, n in zip(box, shape, strict=True)
+    ]
+    return tuple(grown)  # type: ignore[return-value]
+
+
+@dataclass
+class _Stats:
+    """Per-label tables, index = global label (0 unused)."""
+
+    voxels: list[np.ndarray]
+    lo: list[np.ndarray]  # (n, 3) bbox start
+    hi: list[np.ndarray]  # (n, 3) bbox stop (exclusive)
+    sums: list[np.ndarray]  # (n, 3) coordinate sums
+
+    def add_block(self, local: np.ndarray, n: int, box: Box) -> None:
+        flat = local.ravel()
+        self.voxels.append(np.bincount(flat, minlength=n + 1)[1:].astype(np.int64))
+        sums = np.zeros((n, 3))
+        for ax in range(3):
+            coord = np.arange(box[ax].start, box[ax].stop, dtype=np.float64)
+            shape = [1, 1, 1]
+            shape[ax] = -1
+            weights = np.broadcast_to(coord.reshape(shape), local.shape).ravel()
+            sums[:, ax] = np.bincount(flat, weights=weights, minlength=n + 1)[1:]
+        self.sums.append(sums)
+        lo, hi = np.zeros((n, 3), np.int64), np.zeros((n, 3), np.int64)
+        for i, sl in enumerate(ndimage.find_objects(local, max_label=n)):
+            if sl is None:
+                continue
+            lo[i] = [s.start + b.start for s, b in zip(sl, box, strict=True)]
+            hi[i] = [s.stop + b.start for s, b in zip(sl, box, strict=True)]
+        self.lo.append(lo)
+        self.hi.append(hi)
+
+
+def blockwise_components(
+    read_mask: Callable[[Box], np.ndarray],
+    shape: Sequence[int],
+    block_shape: Sequence[int],
+    connectivity: int,
+    scratch: Any,
+    out: Any,
+    min_voxels: int = 0,
+    min_z: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Label the mask given by ``read_mask(box)`` into ``out``; returns the object table.
+
+    ``scratch`` (uint64) and ``out`` are arrays of ``shape`` supporting box reads and
+    writes (numpy or zarr). Objects with fewer than ``min_voxels`` voxels or spanning
+    fewer than ``min_z`` slices are removed. Ids are 1..K in order of first appearance
+    (block order, then C order within the block).
+    """
+    boxes = list(grid_boxes(shape, block_shape))
+    stats = _Stats([], [], [], [])
+    total = 0
+    for box in boxes:
+        # uint8, not bool: cc3d mis-sizes its union-find for some small bool inputs
+        local, n = cc3d.connected_components(
+            np.ascontiguousarray(read_mask(box), dtype=np.uint8),
+            connectivity=connectivity,
+            return_N=True,
+        )
+        stats.add_block(local, n, box)
+        labels = local.astype(np.uint64)
+        labels[labels > 0] += np.uint64(total)
+        scratch[box] = labels
+        total += n
+        if progress:
+            progress("label")
+    uf = UnionFind(total)
+    for box in boxes:
+        uf.union_pairs(touching_pairs(np.asarray(scratch[_grow(box, shape)]), connectivity))
+        if progress:
+            progress("merge")
+    roots = uf.roots()
+    voxels = np.zeros(total + 1, np.int64)
+    lo = np.full((total + 1, 3), np.iinfo(np.int64).max)
+    hi = np.zeros((total + 1, 3), np.int64)
+    sums = np.zeros((total + 1, 3))
+    if total:
+        r = roots[1:]
+        np.add.at(voxels, r, np.concatenate(stats.voxels))
+        np.minimum.at(lo, r, np.concatenate(stats.lo))
+        np.maximum.at(hi, r, np.concatenate(stats.hi))
+        np.add.at(sums, r, np.concatenate(stats.sums))
+    is_root = (roots == np.arange(total + 1)) & (voxels > 0)
+    keep = is_root & (voxels >= min_voxels) & ((hi[:, 0] - lo[:, 0]) >= min_z)
+    kept = np.flatnonzero(keep)
+    final = np.zeros(total + 1, np.uint64)
+    final[kept] = np.arange(1, len(kept) + 1, dtype=np.uint64)
+    lookup = final[roots]
+    for box in boxes:
+        out[box] = lookup[np.asarray(scratch[box]).astype(np.int64)].astype(out.dtype)
+        if progress:
+            progress("relabel")
+    centroid = sums[kept] / voxels[kept, None]
+    return pd.DataFrame(
+        {
+            "id": np.arange(1, len(kept) + 1),
+            "voxels": voxels[kept],
+            **{f"bbox_{a}0": lo[kept, i] for i, a in enumerate("zyx")},
+            **{f"bbox_{a}1": hi[kept, i] for i, a in enumerate("zyx")},
+            **{f"centroid_{a}": centroid[:, i] for i, a in enumerate("zyx")},
+        }
+    )

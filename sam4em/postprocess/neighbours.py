@@ -1,0 +1,38 @@
+"""Neighbour offsets of 6-, 18- and 26-connectivity and label pairs that touch."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+CONNECTIVITIES = (6, 18, 26)
+
+
+def half_offsets(connectivity: int) -> list[tuple[int, int, int]]:
+    """One offset of each neighbour pair: those whose first non-zero component is +1."""
+    if connectivity not in CONNECTIVITIES:
+        raise ValueError(f"connectivity must be one of {CONNECTIVITIES}, got {connectivity}")
+    limit = {6: 1, 18: 2, 26: 3}[connectivity]
+    out = []
+    for o in itertools.product((-1, 0, 1), repeat=3):
+        nonzero = [c for c in o if c]
+        if nonzero and nonzero[0] == 1 and len(nonzero) <= limit:
+            out.append(o)
+    return out
+
+
+def touching_pairs(labels: np.ndarray, connectivity: int) -> np.ndarray:
+    """Unique (a, b), a < b, of different non-zero labels that are neighbours in ``labels``."""
+    found = []
+    for o in half_offsets(connectivity):
+        src = tuple(slice(max(0, -c), n - max(0, c)) for c, n in zip(o, labels.shape, strict=True))
+        dst = tuple(slice(max(0, c), n - max(0, -c)) for c, n in zip(o, labels.shape, strict=True))
+        a, b = labels[src], labels[dst]
+        hit = (a != 0) & (b != 0) & (a != b)
+        if hit.any():
+            pairs = np.stack([a[hit], b[hit]], axis=1)
+            found.append(np.sort(pairs, axis=1))
+    if not found:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.unique(np.concatenate(found).astype(np.int64), axis=0)

@@ -1,0 +1,137 @@
+"""Block-wise connected components equal cc3d on the whole volume (same partition)."""
+
+from __future__ import annotations
+
+import cc3d
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sam4em.postprocess.block_components import blockwise_components
+from sam4em.postprocess.neighbours import half_offsets
+
+
+def run(mask: np.ndarray, block, connectivity, **filters):
+    scratch = np.zeros(mask.shape, np.uint64)
+    out = np.zeros(mask.shape, np.uint32)
+    table = blockwise_components(
+        lambda box: mask[box], mask.shape, block, connectivity, scratch, out, **filters
+    )
+    return out, table
+
+
+def assert_same_partition(a: np.ndarray, b: np.ndarray) -> None:
+    """Same background, and a one-to-one map between the labels of a and b."""
+    np.testing.assert_array_equal(a == 0, b == 0)
+    pairs = np.unique(np.stack([a[a > 0], b[b > 0]], axis=1), axis=0)
+    assert len(np.unique(pairs[:, 0])) == len(pairs) == len(np.unique(pairs[:, 1]))
+
+
+@st.composite
+def cases(draw):
+    shape = tuple(draw(st.integers(1, 14)) for _ in range(3))
+    block = tuple(draw(st.integers(1, 8)) for _ in range(3))
+    density = draw(st.floats(0.05, 0.6))
+    seed = draw(st.integers(0, 2**31))
+    mask = np.random.default_rng(seed).random(shape) < density
+    return mask, block, draw(st.sampled_from([6, 18, 26]))
+
+
+@settings(max_examples=250, deadline=None)
+@given(cases())
+def test_blockwise_equals_whole_volume_cc3d(case):
+    mask, block, connectivity = case
+    out, table = run(mask, block, connectivity)
+    whole, n = cc3d.connected_components(
+        mask.astype(np.uint8), connectivity=connectivity, return_N=True
+    )
+    assert_same_partition(out, whole)
+    assert len(table) == n == out.max()
+    np.testing.assert_array_equal(np.sort(table["voxels"]), np.sort(np.bincount(whole.ravel())[1:]))
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+def test_an_object_snaking_through_many_blocks_stays_one(connectivity):
+    mask = np.zeros((12, 30, 30), bool)
+    # a path that winds back and forth in y, steps in x and climbs in z
+    z = 0
+    for x in range(1, 29, 3):
+        mask[z, 1:29, x] = True
+        mask[z, 28 if (x // 3) % 2 == 0 else 1, x : x + 4] = True
+        z = min(z + 1, 11)
+        mask[z, :, x + 3 : x + 4] |= mask[z - 1, :, x + 3 : x + 4]
+    whole, n = cc3d.connected_components(
+        mask.astype(np.uint8), connectivity=connectivity, return_N=True
+    )
+    out, table = run(mask, (3, 4, 5), connectivity)
+    assert n == 1  # it is one object
+    assert_same_partition(out, whole)
+    assert len(table) == n
+
+
+def test_diagonal_contact_across_block_corners():
+    mask = np.zeros((2, 2, 2), bool)
+    mask[0, 0, 0] = mask[1, 1, 1] = True  # touch only through a corner
+    for connectivity, expected in ((6, 2), (18, 2), (26, 1)):
+        out, table = run(mask, (1, 1, 1), connectivity)
+        assert len(table) == expected, connectivity
+
+
+def test_filters_and_object_table():
+    mask = np.zeros((6, 10, 10), bool)
+    mask[0:4, 1:3, 1:3] = True  # 16 voxels over 4 slices
+    mask[2, 6:9, 6:9] = True  # 9 voxels, one slice
+    mask[5, 0, 9] = True  # 1 voxel
+    out, table = run(mask, (2, 5, 5), 26, min_voxels=2, min_z=1)
+    assert list(table["voxels"]) == [16, 9]
+    out, table = run(mask, (2, 5, 5), 26, min_voxels=2, min_z=2)
+    assert list(table["voxels"]) == [16] and out.max() == 1 and (out > 0).sum() == 16
+    row = table.iloc[0]
+    assert (row.bbox_z0, row.bbox_z1, row.bbox_y0, row.bbox_y1) == (0, 4, 1, 3)
+    assert row.centroid_z == pytest.approx(1.5) and row.centroid_x == pytest.approx(1.5)
+
+
+def test_half_offsets_count_each_neighbour_pair_once():
+    assert [len(half_offsets(c)) for c in (6, 18, 26)] == [3, 9, 13]
+    with pytest.raises(ValueError):
+        half_offsets(8)
+
+
+def test_components_cli_on_a_prediction_store(tmp_path):
+    import pandas as pd
+    import yaml
+
+    from sam4em.io.zarr_store import open_group
+    from sam4em.predict.pred_store import ensure_pred_store, store_identity
+    from tests.conftest import assert_user_error, run_cli
+
+    rng = np.random.default_rng(3)
+    probs = (rng.random((6, 40, 50)) * 255).astype(np.uint8)
+    store = ensure_pred_store(
+        tmp_path / "pred.zarr", store_identity(probs.shape, [2, 16, 16], ["mito"]), [50, 5, 4]
+    )
+    store["mito/0"][...] = probs
+    cfg = tmp_path / "config.yaml"
+    tif = tmp_path / "raw.tif"
+    import tifffile
+
+    tifffile.imwrite(tif, probs, photometric="minisblack")
+    cfg.write_text(yaml.safe_dump({
+        "classes": ["mito"],
+        "datasets": {"d": {"raw": str(tif), "voxel_size": [50, 5, 4]}},
+        "components": {"threshold": {"mito": 0.8}, "connectivity": 6, "block_shape": [2, 16, 16]},
+    }))  # fmt: skip
+    args = ["components", "--config", str(cfg), "--pred", str(tmp_path / "pred.zarr"),
+            "--out", str(tmp_path / "instances.zarr"),
+            "--objects", str(tmp_path / "mito.csv")]  # fmt: skip
+    r = run_cli(*args, "--class", "mito")
+    assert r.returncode == 0, r.stderr
+    labels = np.asarray(open_group(tmp_path / "instances.zarr")["mito/0"])
+    whole = cc3d.connected_components((probs >= 204).astype(np.uint8), connectivity=6)
+    assert_same_partition(labels, whole)
+    table = pd.read_csv(tmp_path / "mito.csv")
+    assert len(table) == labels.max() > 10
+    assert (table["volume_nm3"] == table["voxels"] * 1000).all()
+    assert not [p for p in (tmp_path / "instances.zarr").iterdir() if "scratch" in p.name]
+    assert_user_error(run_cli(*args, "--class", "glia"), "--class", "glia")
