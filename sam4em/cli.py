@@ -128,6 +128,26 @@ def _cmd_components(args: argparse.Namespace) -> None:
     print(f"{args.cls}: {len(table)} object(s) in {args.out}/{args.cls}")
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from sam4em.config import load_config
+    from sam4em.evaluate.run_evaluation import evaluate_dataset
+
+    config = load_config(args.config)
+    table = evaluate_dataset(
+        config, args.dataset, args.volume, args.pred, args.instances, args.out_dir
+    )
+    dice = table[table["metric"] == "dice"]
+    print(", ".join(f"{r['class']} Dice {r['value']:.3f}" for _, r in dice.iterrows()))
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from sam4em.config import load_config
+    from sam4em.report.html_report import build_report
+
+    out = build_report(load_config(args.config), args.dataset, args.results, args.out, args.figures)
+    print(f"wrote {out}")
+
+
 def _existing_volume(value: str) -> str:
     if not (Path(value) / "zarr.json").is_file():
         raise argparse.ArgumentTypeError(f"{value}: not a volume.zarr written by 'sam4em import'")
@@ -202,6 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="cls", required=True, help="class name")
     p.add_argument("--out", required=True, help="instances.zarr (the class array goes inside)")
     p.add_argument("--objects", required=True, help="output objects/{class}.csv")
+
+    p = add("evaluate", _cmd_evaluate, "metrics on the test slices (voxel, object, per slice)")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--volume", required=True, type=_existing_volume)
+    p.add_argument("--pred", required=True, help="pred.zarr")
+    p.add_argument("--instances", required=True, help="instances.zarr")
+    p.add_argument("--out-dir", required=True, help="folder for metrics*.csv")
+
+    p = add("report", _cmd_report, "one self-contained HTML report of a dataset")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--results", required=True, help="results/{dataset} folder")
+    p.add_argument("--out", required=True, help="output report.html")
+    p.add_argument("--figures", required=True, help="folder for the report's PNG figures")
     return parser
 
 

@@ -88,3 +88,36 @@ def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str)
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(repo: Path, workdir: Path, *args: str, config: Path | None = None):
+    cmd = [
+        *SNAKEMAKE,
+        "--snakefile", str(repo / "workflow" / "Snakefile"),
+        "--directory", str(workdir),
+        "--profile", str(repo / "profiles" / "local"),
+        "--cores", "2",
+        *args,
+    ]  # fmt: skip
+    if config is not None:  # last: --configfile takes every word after it
+        cmd += ["--configfile", str(config)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def local_run(repo, vnc, tmp_path_factory):
+    """The default config's whole pipeline run once with Snakemake (short training)."""
+    workdir = tmp_path_factory.mktemp("wf")
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    config["demo"]["local_copies"] = [str(vnc)]
+    # a short training run: this test is about the workflow, not accuracy
+    config["train"]["stage1"].update(steps=20, val_every=10, warmup_steps=2, minutes=None)
+    config["train"]["stage2"].update(steps=4, val_every=2, warmup_steps=1, minutes=None)
+    cfg = workdir / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    r = snakemake(repo, workdir, "all", config=cfg)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return workdir, cfg, config

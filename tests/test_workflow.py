@@ -4,30 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
-import yaml
 import zarr
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def snakemake(repo: Path, workdir: Path, *args: str, config: Path | None = None):
-    cmd = [
-        *SNAKEMAKE,
-        "--snakefile", str(repo / "workflow" / "Snakefile"),
-        "--directory", str(workdir),
-        "--profile", str(repo / "profiles" / "local"),
-        "--cores", "2",
-        *args,
-    ]  # fmt: skip
-    if config is not None:  # last: --configfile takes every word after it
-        cmd += ["--configfile", str(config)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+from tests.conftest import snakemake
 
 
 def _job_counts(output: str) -> dict[str, int]:
@@ -49,25 +30,12 @@ def test_dry_run_of_all_on_the_default_config(repo, tmp_path):
         "train_stage2": 1,
         "stitch": 1,
         "components": 3,
+        "evaluate": 1,
+        "report": 1,
         "all": 1,
-        "total": 12,
+        "total": 14,
     }
     assert not (tmp_path / "results").exists()  # a dry run writes no results
-
-
-@pytest.fixture(scope="module")
-def local_run(repo, vnc, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("wf")
-    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
-    config["demo"]["local_copies"] = [str(vnc)]
-    # a short training run: this test is about the workflow, not accuracy
-    config["train"]["stage1"].update(steps=20, val_every=10, warmup_steps=2, minutes=None)
-    config["train"]["stage2"].update(steps=4, val_every=2, warmup_steps=1, minutes=None)
-    cfg = workdir / "config.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    r = snakemake(repo, workdir, "all", config=cfg)
-    assert r.returncode == 0, r.stderr[-4000:]
-    return workdir, cfg, config
 
 
 def test_local_run_writes_every_stage(local_run):
@@ -110,6 +78,17 @@ def test_local_run_writes_every_stage(local_run):
         table = (res / "objects" / f"{cls}.csv").read_text().splitlines()
         assert table[0].startswith("id,voxels,volume_nm3")
         assert len(table) - 1 == instances[cls].attrs["sam4em"]["objects"]
+    # evaluation on the test slices: every class has real numbers in [0, 1]
+    metrics = {}
+    for line in (res / "eval" / "metrics.csv").read_text().splitlines()[1:]:
+        cls, metric, value = line.split(",")
+        metrics[(cls, metric)] = float(value)
+    for cls in config["classes"]:
+        assert 0.0 <= metrics[(cls, "dice")] <= 1.0
+        assert metrics[(cls, "objects_true")] > 0  # the test slices hold every class
+    per_slice = (res / "eval" / "metrics_per_slice.csv").read_text().splitlines()
+    assert len(per_slice) - 1 == 3 * 4  # three classes, test slices 16-19
+    assert (res / "report.html").stat().st_size > 50_000
 
 
 def test_second_run_has_nothing_to_do(repo, local_run):
@@ -146,3 +125,15 @@ def test_dataset_target_rule(repo, local_run):
     workdir, cfg, _ = local_run
     r = snakemake(repo, workdir, "-n", "dataset_vnc", config=cfg)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_snakemake_report_bundles_the_figures(repo, local_run):
+    import zipfile
+
+    workdir, cfg, config = local_run
+    out = workdir / "report.zip"
+    r = snakemake(repo, workdir, "--report", str(out), config=cfg)
+    assert r.returncode == 0, r.stderr[-3000:]
+    names = zipfile.ZipFile(out).namelist()
+    for figure in ("per_slice_dice.png", "object_sizes.png", "overlay_mito.png"):
+        assert any(n.endswith(figure) for n in names), (figure, names[:20])

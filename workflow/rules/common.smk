@@ -45,14 +45,16 @@ def model_for(dataset):
 
 
 def dataset_targets(dataset):
-    """Every final output of one dataset with the stages that exist so far."""
-    predicted = []
-    if model_for(dataset):
-        predicted = [
-            f"{R}/{dataset}/predictions.json",
-            *expand(f"{R}/{dataset}/objects/{{cls}}.csv", cls=config["classes"]),
-        ]
+    """Every final output of one dataset: its report when it has labels and a test
+    split, else its predictions and instances (nothing without a model)."""
+    ds = config["datasets"][dataset]
+    tiles = expand(f"{R}/{dataset}/tiles/{{split}}.zarr", split=labelled_splits(dataset))
+    if not model_for(dataset):
+        return tiles
+    if ds.get("labels") and "test" in (ds.get("split") or {}):
+        return [*tiles, f"{R}/{dataset}/report.html"]
     return [
-        *expand(f"{R}/{dataset}/tiles/{{split}}.zarr", split=labelled_splits(dataset)),
-        *predicted,
+        *tiles,
+        f"{R}/{dataset}/predictions.json",
+        *expand(f"{R}/{dataset}/objects/{{cls}}.csv", cls=config["classes"]),
     ]

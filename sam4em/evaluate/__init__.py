@@ -1,0 +1,1 @@
+"""Evaluation of predictions against the labels of the test slices."""

@@ -1,0 +1,1 @@
+"""The per-dataset report: one self-contained HTML page, and its figures."""
