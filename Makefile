@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed-stamp
 # torch/torchvision pinned here and in pyproject.toml (segment-anything needs torchvision)
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-# Debian packages the tests use: headless Chromium renders the HTML report
-APT_PACKAGES := chromium
+# Debian packages the tests use: headless Chromium renders the HTML report; slurm-wlm and
+# munge run a one-node SLURM cluster (tests/slurm/local-cluster.sh)
+APT_PACKAGES := chromium slurm-wlm munge
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps demo test lint format clean benchmarks

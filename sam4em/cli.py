@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -245,6 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if os.environ.get("SLURM_JOB_ID"):  # recorded in each job's log
+        partition = os.environ.get("SLURM_JOB_PARTITION", "?")
+        print(f"sam4em: SLURM job {os.environ['SLURM_JOB_ID']}, partition {partition}",
+              file=sys.stderr)  # fmt: skip
     try:
         args.func(args)
     except Sam4emError as exc:

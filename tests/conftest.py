@@ -93,18 +93,26 @@ def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str)
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def snakemake(repo: Path, workdir: Path, *args: str, config: Path | None = None):
+def snakemake(
+    repo: Path,
+    workdir: Path,
+    *args: str,
+    config: Path | None = None,
+    profile: Path | None = None,
+    timeout: float = 1800,
+) -> subprocess.CompletedProcess[str]:
+    """Run Snakemake on the project's workflow in ``workdir`` (local profile by default)."""
     cmd = [
         *SNAKEMAKE,
         "--snakefile", str(repo / "workflow" / "Snakefile"),
         "--directory", str(workdir),
-        "--profile", str(repo / "profiles" / "local"),
-        "--cores", "2",
+        "--profile", str(profile or repo / "profiles" / "local"),
+        *(["--cores", "2"] if profile is None else []),
         *args,
     ]  # fmt: skip
     if config is not None:  # last: --configfile takes every word after it
         cmd += ["--configfile", str(config)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ checkpoint plan_blocks:
     log:
         f"{R}/logs/{{dataset}}/plan_blocks.log",
     resources:
-        mem_mb=1000,
+        mem_mb=lambda wc, attempt: 1000 * attempt,
         runtime=10,
     shell:
         "{SAM4EM} plan-blocks --config {CONFIG_FILE} --volume {input} --out {output} > {log} 2>&1"

@@ -1,4 +1,7 @@
 # Shared helpers: config validation, paths, per-dataset targets.
+# Resources: every rule declares threads/mem_mb/runtime (and gpu=1 for the GPU rules);
+# mem_mb grows with the attempt, so a retried job asks for more memory. Site specifics
+# (partitions, accounts, GPU gres) live in the profiles.
 
 import shlex
 import sys

@@ -7,7 +7,7 @@ rule fetch_demo:
     log:
         f"{R}/logs/fetch_demo.log",
     resources:
-        mem_mb=1000,
+        mem_mb=lambda wc, attempt: 1000 * attempt,
         runtime=30,
     shell:
         "{SAM4EM} fetch-demo --config {CONFIG_FILE} --dest {output} > {log} 2>&1"
@@ -21,7 +21,7 @@ rule import_volume:
     log:
         f"{R}/logs/{{dataset}}/import_volume.log",
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
     shell:
         "{SAM4EM} import --config {CONFIG_FILE} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"

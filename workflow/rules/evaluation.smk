@@ -13,7 +13,7 @@ rule evaluate:
     log:
         f"{R}/logs/{{dataset}}/evaluate.log",
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=60,
     shell:
         "{SAM4EM} evaluate --config {CONFIG_FILE} --dataset {wildcards.dataset}"
@@ -39,7 +39,7 @@ rule report:
     log:
         f"{R}/logs/{{dataset}}/report.log",
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=30,
     shell:
         "{SAM4EM} report --config {CONFIG_FILE} --dataset {wildcards.dataset}"

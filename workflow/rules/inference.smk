@@ -24,7 +24,7 @@ rule predict_block:
         f"{R}/logs/{{dataset}}/predict_block_{{block}}.log",
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=120,
     shell:
         "{SAM4EM} predict-block --config {CONFIG_FILE} --checkpoint {input.model}"
@@ -45,7 +45,7 @@ rule stitch:
     log:
         f"{R}/logs/{{dataset}}/stitch.log",
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
     shell:
         "{SAM4EM} stitch --config {CONFIG_FILE} --volume {input.volume}"

@@ -9,7 +9,7 @@ rule components:
     log:
         f"{R}/logs/{{dataset}}/components_{{cls}}.log",
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
     shell:
         "{SAM4EM} components --config {CONFIG_FILE} --pred {R}/{wildcards.dataset}/pred.zarr"

@@ -9,7 +9,7 @@ rule tile:
     log:
         f"{R}/logs/{{dataset}}/tile_{{split}}.log",
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
     shell:
         "{SAM4EM} tile --config {CONFIG_FILE} --dataset {wildcards.dataset} --split {wildcards.split}"

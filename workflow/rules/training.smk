@@ -27,7 +27,7 @@ rule train_stage1:
     threads: workflow.cores
     resources:
         gpu=1,
-        mem_mb=16000,
+        mem_mb=lambda wc, attempt: 16000 * attempt,
         runtime=720,
     shell:
         "{SAM4EM} train --stage 1 --config {CONFIG_FILE} --train-tiles {input.train}"
@@ -48,7 +48,7 @@ rule train_stage2:
     threads: workflow.cores
     resources:
         gpu=1,
-        mem_mb=16000,
+        mem_mb=lambda wc, attempt: 16000 * attempt,
         runtime=720,
     shell:
         "{SAM4EM} train --stage 2 --config {CONFIG_FILE} --init {input.init}"

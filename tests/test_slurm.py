@@ -1,0 +1,63 @@
+"""The pipeline through a real one-node SLURM cluster (tests/slurm/local-cluster.sh)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+
+from tests.conftest import snakemake
+
+GPU_RULES = {"train_stage1", "train_stage2", "predict_block"}
+
+
+@pytest.fixture(scope="module")
+def cluster(repo):
+    if shutil.which("apt-get") is None and shutil.which("sbatch") is None:
+        pytest.skip("needs Debian's slurm-wlm (installed by tests/slurm/local-cluster.sh)")
+    script = repo / "tests" / "slurm" / "local-cluster.sh"
+    r = subprocess.run([str(script), "start"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    yield
+    subprocess.run([str(script), "stop"], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def slurm_run(repo, local_run, cluster, tmp_path_factory):
+    _, _, config = local_run
+    workdir = tmp_path_factory.mktemp("slurm")
+    cfg = workdir / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    r = snakemake(repo, workdir, "all", config=cfg, profile=repo / "tests" / "slurm" / "profile")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    return workdir, r.stdout + r.stderr
+
+
+def test_every_job_ran_in_slurm_in_its_partition(slurm_run):
+    workdir, output = slurm_run
+    logs = sorted((workdir / "results" / "logs" / "vnc").glob("*.log"))
+    assert len(logs) >= 14
+    for log in logs:
+        rule = re.sub(r"_(z\d+y\d+x\d+|train|val|glia|mito|synapse)$", "", log.stem)
+        found = re.search(r"sam4em: SLURM job (\d+), partition (\w+)", log.read_text())
+        assert found, f"{log.name} did not run as a SLURM job"
+        assert found[2] == ("gpu" if rule in GPU_RULES else "cpu"), (log.name, found[2])
+    assert "executor: slurm" in output.lower() or "slurm" in output
+
+
+def test_slurm_outputs_equal_the_local_run(slurm_run, local_run):
+    workdir, _ = slurm_run
+    local, _, config = local_run
+    a = zarr.open_group(str(workdir / "results" / "vnc" / "pred.zarr"), mode="r")
+    b = zarr.open_group(str(local / "results" / "vnc" / "pred.zarr"), mode="r")
+    for cls in config["classes"]:
+        np.testing.assert_array_equal(a[cls]["0"][...], b[cls]["0"][...])
+    for name in ("eval/metrics.csv", "objects/mito.csv"):
+        assert (workdir / "results" / "vnc" / name).read_text() == (
+            local / "results" / "vnc" / name
+        ).read_text()
