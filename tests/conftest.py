@@ -100,6 +100,7 @@ def snakemake(
     config: Path | None = None,
     profile: Path | None = None,
     timeout: float = 1800,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run Snakemake on the project's workflow in ``workdir`` (local profile by default)."""
     cmd = [
@@ -112,7 +113,7 @@ def snakemake(
     ]  # fmt: skip
     if config is not None:  # last: --configfile takes every word after it
         cmd += ["--configfile", str(config)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="session")

@@ -73,6 +73,19 @@ def _job_identity(checkpoint: Path, block: Block, settings: PredictSettings) -> 
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _fail_once_for_tests(block_id: str) -> None:
+    """Test-only fault injection: with ``SAM4EM_TEST_FAIL_ONCE=<dir>``, the first attempt
+    of each block fails after leaving a note in <dir> (the retry then succeeds)."""
+    folder = os.environ.get("SAM4EM_TEST_FAIL_ONCE")
+    if not folder:
+        return
+    note = Path(folder) / f"{block_id}.failed"
+    if not note.exists():
+        note.parent.mkdir(parents=True, exist_ok=True)
+        note.write_text("injected failure\n")
+        raise RuntimeError(f"block {block_id}: injected test failure (SAM4EM_TEST_FAIL_ONCE)")
+
+
 def predict_block(
     inference: dict[str, Any],
     checkpoint: str | os.PathLike[str],
@@ -96,6 +109,7 @@ def predict_block(
         log.info("block %s is done already (%s); skipped", block_id, done)
         return json.loads(done.read_text())
     done.unlink(missing_ok=True)
+    _fail_once_for_tests(block_id)
     t0 = time.perf_counter()
     root = open_group(volume)
     raw, meta = root["raw"], dict(root.attrs["sam4em"])

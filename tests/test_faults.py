@@ -1,0 +1,74 @@
+"""Faults in a Snakemake run: a killed run resumes without redoing finished blocks, and a
+block job that fails once is retried."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import zarr
+
+from tests.conftest import SNAKEMAKE, snakemake
+
+
+def _fresh_inference(local_run, tmp_path):
+    """A copy of the local run with its trained models, everything after training removed."""
+    workdir, cfg, config = local_run
+    copy = tmp_path / "wf"
+    shutil.copytree(workdir, copy, symlinks=True)
+    res = copy / "results" / "vnc"
+    for name in ("blocks", "pred.zarr", "instances.zarr", "objects", "eval", "figures"):
+        shutil.rmtree(res / name, ignore_errors=True)
+    for name in ("predictions.json", "report.html"):
+        (res / name).unlink(missing_ok=True)
+    return copy, cfg, config
+
+
+def _counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[-1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def _pred(workdir, classes):
+    root = zarr.open_group(str(workdir / "results" / "vnc" / "pred.zarr"), mode="r")
+    return np.stack([root[c]["0"][...] for c in classes])
+
+
+def test_killed_run_resumes_without_redoing_finished_blocks(repo, local_run, tmp_path):
+    copy, cfg, config = _fresh_inference(local_run, tmp_path)
+    cmd = [*SNAKEMAKE, "--snakefile", str(repo / "workflow" / "Snakefile"), "--directory",
+           str(copy), "--profile", str(repo / "profiles" / "local"), "--cores", "2",
+           "results/vnc/predictions.json", "--configfile", str(cfg)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    blocks = copy / "results" / "vnc" / "blocks"
+    deadline = time.monotonic() + 900
+    while len(list(blocks.glob("*.done"))) < 2 and time.monotonic() < deadline:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its running job
+    proc.wait()
+    done = len(list(blocks.glob("*.done")))
+    assert 2 <= done < 8
+    r = snakemake(repo, copy, "results/vnc/predictions.json", config=cfg)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _counts(r.stdout + r.stderr).get("predict_block") == 8 - done
+    np.testing.assert_array_equal(
+        _pred(copy, config["classes"]), _pred(local_run[0], config["classes"])
+    )
+
+
+def test_block_failing_once_is_retried(repo, local_run, tmp_path):
+    copy, cfg, config = _fresh_inference(local_run, tmp_path)
+    notes = tmp_path / "failures"
+    env = {**os.environ, "SAM4EM_TEST_FAIL_ONCE": str(notes)}
+    target = "results/vnc/blocks/z0y0x0.done"
+    r = snakemake(repo, copy, "--retries", "1", target, config=cfg, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (notes / "z0y0x0.failed").is_file()  # the first attempt did fail
+    assert (copy / "results" / "vnc" / "blocks" / "z0y0x0.done").is_file()
