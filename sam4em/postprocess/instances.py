@@ -31,6 +31,12 @@ def class_setting(value: Any, cls: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def probability_level(config: dict[str, Any], cls: str) -> int:
+    """The uint8 probability at or above which a voxel belongs to ``cls``."""
+    threshold = float(class_setting(config["components"]["threshold"], cls, 0.5))
+    return int(np.ceil(threshold * 255))
+
+
 def components_for_class(
     config: dict[str, Any],
     pred: str | os.PathLike[str],
@@ -42,8 +48,7 @@ def components_for_class(
     settings = config["components"]
     probs = open_group(pred)[f"{cls}/{LEVEL0}"]
     shape, chunks = probs.shape, probs.chunks
-    threshold = float(class_setting(settings["threshold"], cls, 0.5))
-    level = int(np.ceil(threshold * 255))
+    level = probability_level(config, cls)
     block = settings["block_shape"] or config["inference"]["block_shape"]
     out = Path(out)
     voxel = list(open_group(pred).attrs.get("voxel_size_nm", [1.0, 1.0, 1.0]))
@@ -78,7 +83,7 @@ def components_for_class(
             "version": "0.5",
             "multiscales": [ngff_multiscales(cls, [LEVEL0], voxel)],
         }
-        group.attrs["sam4em"] = {"threshold": threshold, "objects": len(table)}
+        group.attrs["sam4em"] = {"threshold": level / 255, "objects": len(table)}
     except BaseException:
         shutil.rmtree(out / final_name, ignore_errors=True)
         raise
