@@ -39,7 +39,7 @@ def slurm_run(repo, local_run, cluster, tmp_path_factory):
 
 
 def test_every_job_ran_in_slurm_in_its_partition(slurm_run):
-    workdir, output = slurm_run
+    workdir, _ = slurm_run
     logs = sorted((workdir / "results" / "logs" / "vnc").glob("*.log"))
     assert len(logs) >= 14
     for log in logs:
@@ -47,7 +47,6 @@ def test_every_job_ran_in_slurm_in_its_partition(slurm_run):
         found = re.search(r"sam4em: SLURM job (\d+), partition (\w+)", log.read_text())
         assert found, f"{log.name} did not run as a SLURM job"
         assert found[2] == ("gpu" if rule in GPU_RULES else "cpu"), (log.name, found[2])
-    assert "executor: slurm" in output.lower() or "slurm" in output
 
 
 def test_slurm_outputs_equal_the_local_run(slurm_run, local_run):
