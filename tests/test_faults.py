@@ -55,6 +55,8 @@ def test_killed_run_resumes_without_redoing_finished_blocks(repo, local_run, tmp
     proc.wait()
     done = len(list(blocks.glob("*.done")))
     assert 2 <= done < 8
+    # as after any crash: release Snakemake's lock on the directory, then run again
+    assert snakemake(repo, copy, "--unlock", config=cfg).returncode == 0
     r = snakemake(repo, copy, "results/vnc/predictions.json", config=cfg)
     assert r.returncode == 0, r.stderr[-3000:]
     assert _counts(r.stdout + r.stderr).get("predict_block") == 8 - done

@@ -24,7 +24,7 @@ rule train_stage1:
         curves=f"{R}/{{dataset}}/models/stage1_curves.png",
     log:
         f"{R}/logs/{{dataset}}/train_stage1.log",
-    threads: workflow.cores
+    threads: 4
     resources:
         gpu=1,
         mem_mb=lambda wc, attempt: 16000 * attempt,
@@ -45,7 +45,7 @@ rule train_stage2:
         curves=f"{R}/{{dataset}}/models/stage2_curves.png",
     log:
         f"{R}/logs/{{dataset}}/train_stage2.log",
-    threads: workflow.cores
+    threads: 4
     resources:
         gpu=1,
         mem_mb=lambda wc, attempt: 16000 * attempt,
