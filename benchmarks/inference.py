@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
+import yaml
 
 from sam4em.blocks.plan import load_plan, write_plan
 from sam4em.config import validate_config
@@ -166,7 +167,7 @@ def main() -> None:
     config = validate_config(config, "benchmark config")
     big = import_dataset(config, "big", work / "big.zarr")
     cfg = work / "config.yaml"
-    cfg.write_text(json.dumps(config))  # JSON is YAML
+    cfg.write_text(yaml.safe_dump(config))
     rss_small = block_rss_mb(cfg, ckpt, volume, work / "rss_small")
     rss_big = block_rss_mb(cfg, ckpt, big, work / "rss_big")
     megapixels = shape[0] * shape[1] * shape[2] / 1e6
