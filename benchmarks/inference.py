@@ -98,9 +98,9 @@ def bare_model_seconds(config: dict, ckpt: Path, volume: Path, plan: Path) -> fl
 
 
 def block_rss_mb(config_path: Path, ckpt: Path, volume: Path, work: Path) -> float:
-    """Peak RSS (MB) of a child process that predicts the first block of ``volume``."""
+    """Peak RSS (MB, VmHWM) of a child process that predicts the first block of ``volume``."""
     code = (
-        "import json, resource, sys\n"
+        "import sys\n"
         "from sam4em.config import load_config\n"
         "from sam4em.blocks.plan import write_plan\n"
         "from sam4em.io.zarr_store import open_group\n"
@@ -111,7 +111,9 @@ def block_rss_mb(config_path: Path, ckpt: Path, volume: Path, work: Path) -> flo
         "b = write_plan(work + '/blocks.json', shape, c['inference'], c['model']['img_size'])\n"
         "predict_block(c['inference'], ckpt, vol, work + '/blocks.json', b[0].id,\n"
         "              work + '/pred.zarr', work + '/b.done')\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        # VmHWM restarts at exec; ru_maxrss would carry the parent's peak over the fork
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "print(int(hwm.split()[1]) / 1024)\n"
     )
     work.mkdir(parents=True, exist_ok=True)
     r = subprocess.run([sys.executable, "-c", code, str(config_path), str(ckpt), str(volume),

@@ -97,6 +97,11 @@ def _cmd_predict_block(args: argparse.Namespace) -> None:
     from sam4em.predict.block_job import predict_block
 
     config = load_config(args.config)
+    if config["tiling"]["scale"] != 1.0:  # the model would see another pixel size
+        raise ConfigError(
+            f"tiling.scale: {config['tiling']['scale']} is not supported by predict-block "
+            "yet (it predicts at the volume's own resolution); train with scale 1.0"
+        )
     record = predict_block(
         config["inference"],
         checkpoint=args.checkpoint,
