@@ -17,7 +17,7 @@ from sam4em.train.sampler import BalancedSampler
 from sam4em.train.schedule import lr_factor
 from sam4em.train.settings import StageSettings
 from sam4em.train.tile_data import TileSet
-from sam4em.train.trainer import make_batch
+from sam4em.train.trainer import evaluate_dice, make_batch
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -60,23 +60,10 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-@torch.no_grad()
 def _val_dice(model: UNet, val: TileSet, s: StageSettings) -> float:
-    model.eval()
-    scores = []
-    for start in range(0, len(val), 8):
-        images, labels, labelled = make_batch(
-            val, np.arange(start, min(start + 8, len(val))), s, None
-        )
-        pred = model(images[:, 0]) > 0
-        target = labels[:, 0].bool()
-        inter = (pred & target).sum(dim=(0, 2, 3)).double()
-        total = (pred.sum(dim=(0, 2, 3)) + target.sum(dim=(0, 2, 3))).double()
-        scores.append((inter, total))
-    model.train()
-    inter = sum(i for i, _ in scores)
-    total = sum(t for _, t in scores)
-    return float(torch.where(total > 0, 2 * inter / total.clamp_min(1), 1.0).mean())
+    """Mean per-class Dice on the val tiles (the trainer's measure, 2D model)."""
+    scores = evaluate_dice(model, val, s, torch.device("cpu"), lambda x: [model(x[:, 0])])
+    return float(np.mean(list(scores.values())))
 
 
 def train_unet(train: TileSet, val: TileSet, s: StageSettings, minutes: float) -> tuple[UNet, dict]:

@@ -61,9 +61,14 @@ def _vec3(values: Sequence[int], name: str) -> Vec3:
     return (int(values[0]), int(values[1]), int(values[2]))
 
 
+def touching_tiles(length: int, tile: int, stride: int, start: int, stop: int) -> list[int]:
+    """Starts of the lattice tiles along one axis that overlap ``[start, stop)``."""
+    return [t for t in tile_starts(length, tile, stride) if t < stop and t + tile > start]
+
+
 def lattice_span(length: int, tile: int, stride: int, start: int, stop: int) -> tuple[int, int]:
     """Extent of the lattice tiles along one axis that touch ``[start, stop)``, clipped."""
-    used = [t for t in tile_starts(length, tile, stride) if t < stop and t + tile > start]
+    used = touching_tiles(length, tile, stride, start, stop)
     return min(used), min(length, max(used) + tile)
 
 
@@ -168,4 +173,13 @@ def block_ids(path: str | os.PathLike[str]) -> list[str]:
     return [b.id for b in load_plan(path)]
 
 
-__all__ = ["Block", "Box", "block_ids", "lattice_span", "load_plan", "plan_blocks", "write_plan"]
+__all__ = [
+    "Block",
+    "Box",
+    "block_ids",
+    "lattice_span",
+    "load_plan",
+    "plan_blocks",
+    "touching_tiles",
+    "write_plan",
+]

@@ -24,7 +24,7 @@ from sam4em.io.atomic import atomic_directory
 from sam4em.io.intensity import to_uint8, volume_range
 from sam4em.io.labels import ClassMaskSource, open_label_sources
 from sam4em.io.source import VolumeSource, open_source
-from sam4em.io.zarr_store import create_array, ngff_multiscales, open_group
+from sam4em.io.zarr_store import create_array, ome_attrs, open_group
 from sam4em.progress import progress
 
 log = logging.getLogger(__name__)
@@ -139,10 +139,7 @@ def _write_volume(
                 log.warning("dataset %s: class %s has no labelled voxel", name, cls)
         root.attrs.update(
             {
-                "ome": {
-                    "version": "0.5",
-                    "multiscales": [ngff_multiscales(name, ["raw"], ds["voxel_size"])],
-                },
+                "ome": ome_attrs(name, ["raw"], ds["voxel_size"]),
                 "sam4em": metadata,
             }
         )

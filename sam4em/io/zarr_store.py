@@ -68,6 +68,16 @@ def ngff_multiscales(
     }
 
 
+def ome_attrs(
+    name: str, paths: Sequence[str], voxel_size: Sequence[float], factors: Sequence[int] = ()
+) -> dict[str, Any]:
+    """The ``ome`` group attribute: OME-NGFF version and one multiscales entry."""
+    return {
+        "version": OME_VERSION,
+        "multiscales": [ngff_multiscales(name, paths, voxel_size, factors)],
+    }
+
+
 def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
     """Open a zarr group of the project's layout (v3)."""
     return zarr.open_group(store=str(path), mode=mode, zarr_format=3 if mode == "w" else None)

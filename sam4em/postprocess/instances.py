@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from sam4em.io.atomic import create_directory_once, write_bytes_atomic
-from sam4em.io.zarr_store import create_array, ngff_multiscales, open_group
+from sam4em.io.zarr_store import create_array, ome_attrs, open_group
 from sam4em.postprocess.block_components import blockwise_components, grid_boxes
 from sam4em.predict.pred_store import LEVEL0
 from sam4em.progress import progress
@@ -79,10 +79,7 @@ def components_for_class(
                 min_z=int(class_setting(settings["min_z"], cls, 0)),
                 progress=lambda _: bar.update(1),
             )
-        group.attrs["ome"] = {
-            "version": "0.5",
-            "multiscales": [ngff_multiscales(cls, [LEVEL0], voxel)],
-        }
+        group.attrs["ome"] = ome_attrs(cls, [LEVEL0], voxel)
         group.attrs["sam4em"] = {"threshold": level / 255, "objects": len(table)}
     except BaseException:
         shutil.rmtree(out / final_name, ignore_errors=True)

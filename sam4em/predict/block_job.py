@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam4em.blocks.plan import Block, load_plan
+from sam4em.blocks.plan import Block, load_plan, touching_tiles
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.zarr_store import open_group
@@ -29,7 +29,6 @@ from sam4em.model.lora import merge_lora
 from sam4em.predict.pred_store import LEVEL0, ensure_pred_store, store_identity
 from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
 from sam4em.progress import progress
-from sam4em.tiling.grid import tile_starts
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +54,13 @@ def predict_settings(inference: dict[str, Any]) -> PredictSettings:
 
 def block_origins(block: Block, shape: tuple[int, ...], tile: int, overlap: int) -> list:
     """Corners, relative to the read box, of the lattice tiles touching the core."""
-    axes = []
-    for ax in (1, 2):
-        starts = tile_starts(shape[ax], tile, tile - overlap)
+    stride = tile - overlap
+
+    def along(ax: int) -> list[int]:
         a, b = block.core.start[ax], block.core.stop[ax]
-        axes.append([t - block.read.start[ax] for t in starts if t < b and t + tile > a])
-    return [(y, x) for y in axes[0] for x in axes[1]]
+        return [t - block.read.start[ax] for t in touching_tiles(shape[ax], tile, stride, a, b)]
+
+    return [(y, x) for y in along(1) for x in along(2)]
 
 
 def _file_identity(path: Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import zarr
 
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import create_directory_once
-from sam4em.io.zarr_store import create_array, ngff_multiscales, open_group
+from sam4em.io.zarr_store import create_array, ome_attrs, open_group
 
 LEVEL0 = "0"
 
@@ -43,10 +43,7 @@ def ensure_pred_store(
         for cls in identity["classes"]:
             group = root.create_group(cls)
             create_array(group, LEVEL0, identity["shape"], identity["chunks"], "uint8")
-            group.attrs["ome"] = {
-                "version": "0.5",
-                "multiscales": [ngff_multiscales(cls, [LEVEL0], voxel_size)],
-            }
+            group.attrs["ome"] = ome_attrs(cls, [LEVEL0], voxel_size)
 
     create_directory_once(path, build)
     root = open_group(path, mode="r+")

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from sam4em.plotting import pyplot, save_figure
+
 COLOURS = [(0.1, 0.6, 1.0), (1.0, 0.3, 0.1), (1.0, 0.9, 0.0), (0.3, 1.0, 0.3), (0.9, 0.2, 0.9)]
 
 
@@ -25,14 +27,9 @@ def draw_quicklook(
     raw: Any, probs: dict[str, Any], slices: list[int], out: str | os.PathLike[str]
 ) -> Path:
     """Write a PNG with one row per slice: raw, and raw with probability > 0.5 overlaid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.patches import Patch
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(len(slices), 2, figsize=(8, 4 * len(slices)), squeeze=False)
     for row, z in zip(axes, slices, strict=True):
         image = np.asarray(raw[z])
@@ -46,8 +43,4 @@ def draw_quicklook(
     handles = [Patch(color=COLOURS[i % len(COLOURS)], label=c) for i, c in enumerate(probs)]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles))
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    tmp = out.with_name(out.name + ".partial.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, out, dpi=80)

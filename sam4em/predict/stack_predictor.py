@@ -65,14 +65,14 @@ class StackPredictor:
             origins[i : i + self.settings.max_batch]
             for i in range(0, len(origins), self.settings.max_batch)
         ]
+        # slices are padded up to one tile; every tile must lie inside the padded slice
+        if max(y for y, _ in origins) + s > max(height, s) or max(x for _, x in origins) + s > max(
+            width, s
+        ):
+            raise ValueError(f"tiles at {origins} leave the stack {stack.shape}")
         banks = [self.model.new_memory() for _ in chunks]
         for k in order:
             image = torch.from_numpy(_pad(stack[k], s)).to(self.device)
-            if (
-                image.shape[0] < max(y for y, _ in origins) + s
-                or image.shape[1] < max(x for _, x in origins) + s
-            ):
-                raise ValueError(f"tiles at {origins} leave the stack {stack.shape}")
             acc = torch.zeros((self.n_classes, *image.shape), device=self.device)
             norm = torch.zeros(image.shape, device=self.device)
             for chunk, bank in zip(chunks, banks, strict=True):

@@ -16,7 +16,7 @@ import numpy as np
 from sam4em.blocks.plan import load_plan
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
-from sam4em.io.zarr_store import create_array, ngff_multiscales, open_group
+from sam4em.io.zarr_store import create_array, ome_attrs, open_group
 from sam4em.predict.pred_store import LEVEL0
 from sam4em.predict.quicklook import draw_quicklook
 
@@ -72,10 +72,7 @@ def stitch(
             level1[z] = _downsample(plane[None], FACTOR)[0]
             total += float(plane.mean())
             above += int((plane > 127).sum())
-        group.attrs["ome"] = {
-            "version": "0.5",
-            "multiscales": [ngff_multiscales(cls, [LEVEL0, "1"], voxel, [1, FACTOR])],
-        }
+        group.attrs["ome"] = ome_attrs(cls, [LEVEL0, "1"], voxel, [1, FACTOR])
         stats[cls] = {
             "mean_probability": round(total / shape[0] / 255, 5),
             "fraction_above_half": round(above / float(np.prod(shape)), 5),

@@ -4,35 +4,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from sam4em.plotting import pyplot, save_figure
 from sam4em.predict.quicklook import overlay
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, out: str | os.PathLike[str]) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial.png")
-    fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    _pyplot().close(fig)
-    tmp.replace(out)
-    return out
+def _save(fig: Any, out: str | os.PathLike[str]) -> Path:
+    return save_figure(fig, out, dpi=90, tight=True)
 
 
 def per_slice_dice(per_slice: pd.DataFrame, out: str | os.PathLike[str]) -> Path:
     """Dice of every class on every test slice."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for cls, rows in per_slice.groupby("class", sort=False):
         ax.plot(rows["z"], rows["dice"], marker="o", label=cls)
@@ -49,7 +36,7 @@ def overlays(
     raw: np.ndarray, truth: np.ndarray, pred: np.ndarray, z: int, cls: str, out: str
 ) -> Path:
     """Raw slice, annotation and prediction of one class, side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     axes[0].imshow(raw, cmap="gray", vmin=0, vmax=255)
     axes[0].set_title(f"EM, slice {z}")
@@ -64,7 +51,7 @@ def overlays(
 
 def size_histograms(tables: dict[str, pd.DataFrame], out: str | os.PathLike[str]) -> Path:
     """Histograms of object volumes (cubic micrometres, log scale) per class."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 3.2), squeeze=False)
     for ax, (cls, table) in zip(axes[0], tables.items(), strict=True):
         volumes = table["volume_nm3"].to_numpy() / 1e9

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from sam4em.io.atomic import write_bytes_atomic
+from sam4em.plotting import pyplot, save_figure
 
 BASE_COLUMNS = ["step", "loss", "loss_stage1", "loss_stage2", "lr", "elapsed_s"]
 
@@ -30,11 +30,7 @@ def write_history(history: list[dict[str, Any]], path: Path) -> None:
 
 def write_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     """Loss and validation Dice against step, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     frame = history_frame(history)
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(10, 3.6))
     for col, label in (
@@ -54,7 +50,4 @@ def write_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     if dice_cols:
         ax_dice.legend()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
+    save_figure(fig, path, dpi=100)

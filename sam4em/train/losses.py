@@ -27,11 +27,3 @@ def bce_dice(
     present = labelled.any(dim=0)
     loss = per_class_bce + (1 - dice)
     return loss[present].mean() if present.any() else logits.sum() * 0
-
-
-def dice_score(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Hard Dice per class of boolean masks (N, C, H, W); 1.0 where both are empty."""
-    pred, target = pred.bool(), target.bool()
-    inter = (pred & target).sum(dim=(0, 2, 3)).double()
-    total = pred.sum(dim=(0, 2, 3)).double() + target.sum(dim=(0, 2, 3)).double()
-    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))

@@ -18,6 +18,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,9 +118,19 @@ def _loss(
 
 @torch.no_grad()
 def evaluate_dice(
-    model: SAM4EM, data: TileSet, s: StageSettings, device: torch.device
+    model: torch.nn.Module,
+    data: TileSet,
+    s: StageSettings,
+    device: torch.device,
+    predict: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
 ) -> dict[str, float]:
-    """Per-class Dice of thresholded final predictions over every example of ``data``."""
+    """Per-class Dice of thresholded final predictions over every example of ``data``.
+
+    ``predict`` maps images (B, T, 1, S, S) to logits (B, C, S, S) per slice; the default
+    runs ``model`` as a SAM4EM of stage ``s.stage``. The model is in eval mode meanwhile.
+    """
+    if predict is None:
+        predict = lambda x: [o.final for o in _run(model, x, s.stage)]  # noqa: E731
     was_training = model.training
     model.eval()
     inter = torch.zeros(len(data.classes), dtype=torch.float64)
@@ -129,9 +140,9 @@ def evaluate_dice(
         idx = np.arange(start, min(start + s.batch_size, len(data)))
         images, labels, labelled = make_batch(data, idx, s, None)
         with _autocast(device):
-            outputs = _run(model, images.to(device), s.stage)
-        for t, out in enumerate(outputs):
-            pred = (out.final.float() > 0).cpu()
+            logits = predict(images.to(device))
+        for t, out in enumerate(logits):
+            pred = (out.float() > 0).cpu()
             target = labels[:, t].bool()
             mask = labelled[:, :, None, None]
             inter += (pred & target & mask).sum(dim=(0, 2, 3)).double()
