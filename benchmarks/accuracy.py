@@ -1,19 +1,24 @@
-"""The accuracy bar: test Dice on VNC after a fixed CPU training budget; prints JSON.
+"""The accuracy bar: test Dice on VNC after a fixed wall-clock training budget; prints JSON.
 
 vit_tiny from scratch (no pretrained weights here), trained on slices 0-13 with slices
-14-15 for validation (model selection only), evaluated on the held-out test slices 16-19
-at full resolution. Memory variants see the four slices before the first test slice as
-raw images only (the warm-up an inference block does), never their labels.
+14-15 for validation (model selection, per-class thresholds and the sweep only),
+evaluated on the held-out test slices 16-19 at full resolution. Memory models and the
+2.5D U-Net see the slices before the first test slice as raw images only (the warm-up an
+inference block does), never their labels.
 
-Variants, same seed and wall-clock budget each:
-- ``full``: two-stage decoder, stage 1 then stage 2 (memory), split by ``--stage2-share``
-- ``no_memory``: stage 1 only for the whole budget, predicted slice by slice
+Variants (the same wall-clock budget, validation included, and the same seeds each):
+- ``full``: two-stage decoder + high-res path, stage 1 then stage 2 (memory)
+- ``no_memory_same_weights``: the ``full`` stage-2 weights run with the memory off
 - ``single_stage``: one decoder, stage 1 then stage 2
-- ``unet``: a plain 2D U-Net (benchmarks/unet_baseline.py) on the same tiles and loss
+- ``no_high_res``: ``full`` without the high-resolution path
+- ``unet``: a plain 2D U-Net (``unet_baseline.py``), its settings swept on val
+- ``unet25d``: the U-Net with the two slices before as extra input channels
 
-The step count of each run is calibrated from a short timing run so the cosine schedule
-ends inside the budget; ``minutes`` is a hard stop as well.
-Usage: .venv/bin/python benchmarks/accuracy.py [--minutes 20] [--data DIR] [--work DIR]
+Per variant and seed: per-class test Dice, slice-to-slice consistency (and the ground
+truth's), mito instance F1 at IoU 0.5, train minutes. ``--out FILE`` merges into FILE,
+so variants can run in separate invocations; the summary is made from all runs there.
+
+Usage: .venv/bin/python benchmarks/accuracy.py --minutes 10 --seeds 2 [--variants ...]
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import cc3d
 import numpy as np
 import torch
 import yaml
 
 from sam4em.config import validate_config
+from sam4em.evaluate.run_evaluation import class_metrics
 from sam4em.io.importer import import_dataset
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint
@@ -41,23 +48,40 @@ from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage
 from sam4em.train.settings import stage_settings
 from sam4em.train.tile_data import TileSet
+from sam4em.train.trainer import THRESHOLD_LEVELS, choose_thresholds, val_dice_table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from unet_baseline import predict_unet, train_unet  # noqa: E402
+from unet_baseline import UNetSettings, predict_unet, train_unet  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST = (16, 20)
 WARMUP = 4
+SAM_VARIANTS = ("full", "single_stage", "no_high_res")
+VARIANTS = (*SAM_VARIANTS, "no_memory_same_weights", "unet", "unet25d")
+# the U-Net sweep, coordinate-wise from (scale 0.5, width 16 (~0.5 M parameters),
+# lr 1e-3): one step along each of scale, width and learning rate; chosen on val
+UNET_SWEEP = (
+    (0.5, UNetSettings(width=16, lr=1e-3)),
+    (1.0, UNetSettings(width=16, lr=1e-3)),
+    (0.5, UNetSettings(width=32, lr=1e-3)),
+    (0.5, UNetSettings(width=16, lr=3e-3)),
+)
 
 
-def base_config(data: Path) -> dict[str, Any]:
-    """The default config pointed at ``data`` (the VNC repository folder)."""
+# the SAM4EM sweep (stage 1 alone, same minutes per trial as the U-Net's), around the
+# demo config: one step along scale and two along the learning rate; chosen on val
+SAM_SWEEP = ((0.5, 5e-4), (1.0, 5e-4), (0.5, 1e-3), (0.5, 2.5e-4))
+
+
+def base_config(data: Path, scale: float) -> dict[str, Any]:
+    """The default config pointed at ``data`` (the VNC folder), at tiling ``scale``."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     ds = config["datasets"]["vnc"]
     ds["raw"] = str(data / "stack1" / "raw")
     ds["labels"]["source"] = str(data / "stack1" / "labels")
     config["train"]["save_every"] = 10**6
-    return config
+    config["tiling"]["scale"] = scale
+    return validate_config(config, "benchmark config")
 
 
 def _with(config: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -71,115 +95,290 @@ def _with(config: dict[str, Any], **changes: Any) -> dict[str, Any]:
     return validate_config(out, "benchmark config")
 
 
-def _calibrated(config: dict[str, Any], stage: int, minutes: float, tiles, work: Path, init):
-    """Config whose stage ``stage`` runs as many steps as fit in ``minutes`` (90%)."""
-    probe_steps = 12
-    probe = _with(config, **{f"train__stage{stage}__steps": probe_steps,
-                             f"train__stage{stage}__val_every": 10**6,
-                             f"train__stage{stage}__minutes": None})  # fmt: skip
-    t0 = time.perf_counter()
-    run_stage(
-        probe, stage, [tiles["train"]], [], work / f"probe{stage}.pt", init, work / f"p{stage}"
-    )
-    per_step = (time.perf_counter() - t0) / probe_steps
-    steps = max(20, int(minutes * 60 * 0.9 / per_step))
-    return _with(config, **{f"train__stage{stage}__steps": steps,
-                            f"train__stage{stage}__minutes": minutes,
-                            f"train__stage{stage}__val_every": max(10, steps // 8),
-                            f"train__stage{stage}__warmup_steps": max(5, steps // 20)})  # fmt: skip
+class Bench:
+    """The imported volume, its test labels and tile stores per scale."""
+
+    def __init__(self, data: Path, work: Path) -> None:
+        self.data, self.work = data, work
+        config = base_config(data, 1.0)
+        work.mkdir(parents=True, exist_ok=True)
+        self.volume = import_dataset(config, "vnc", work / "volume.zarr")
+        root = open_group(self.volume)
+        self.raw = np.asarray(root["raw"])
+        self.labels = {
+            c: np.asarray(root[f"labels/{c}"][TEST[0] : TEST[1]]) > 0 for c in config["classes"]
+        }
+        self._tiles: dict[float, dict[str, str]] = {}
+
+    def config(self, scale: float) -> dict[str, Any]:
+        """The benchmark's base config at ``scale``."""
+        return base_config(self.data, scale)
+
+    def tiles(self, scale: float) -> dict[str, str]:
+        """Train and val tile stores at ``scale`` (written once)."""
+        if scale not in self._tiles:
+            config = self.config(scale)
+            out = {}
+            for split in ("train", "val"):
+                a, b = config["datasets"]["vnc"]["split"][split]
+                path = self.work / f"{split}-{scale:g}.zarr"
+                if not path.exists():
+                    write_tiles(self.volume, split, range(a, b + 1), config["tiling"], path)
+                out[split] = str(path)
+            self._tiles[scale] = out
+        return self._tiles[scale]
+
+    def score(self, probs: np.ndarray, thresholds: dict[str, float]) -> dict[str, Any]:
+        """Test metrics of probabilities (C, 4, Y, X) at the val-chosen thresholds."""
+        dice, consistency, truth_consistency, f1 = {}, {}, {}, {}
+        for i, (cls, truth) in enumerate(self.labels.items()):
+            mask = probs[i] >= thresholds.get(cls, 0.5)
+            ids = cc3d.connected_components(mask.astype(np.uint8), connectivity=26)
+            metrics, _ = class_metrics(mask, truth, ids, 26, 2)
+            dice[cls] = round(metrics["dice"], 4)
+            consistency[cls] = round(metrics["consistency_predicted"], 4)
+            truth_consistency[cls] = round(metrics["consistency_true"], 4)
+            f1[cls] = round(metrics["f1_iou50"], 4)
+        return {
+            "test_dice": dice,
+            "consistency": consistency,
+            "consistency_truth": truth_consistency,
+            "mito_f1_iou50": f1.get("mito"),
+            "thresholds": thresholds,
+        }
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Hard Dice of two boolean arrays (1.0 when both are empty)."""
-    total = pred.sum() + truth.sum()
-    return float(2 * (pred & truth).sum() / total) if total else 1.0
+def _predict_sam(checkpoint: Path, bench: Bench, memory: bool, tta: bool) -> np.ndarray:
+    model, payload = load_checkpoint(checkpoint)
+    scale = float(payload["extra"].get("scale", 1.0))
+    settings = PredictSettings(memory=memory, scale=scale, tta=tta)
+    predictor = StackPredictor(model, settings, torch.device("cpu"))
+    start = TEST[0] - (WARMUP if memory else 0)
+    return predictor.predict(bench.raw[start : TEST[1]])[:, TEST[0] - start :]
 
 
-def test_scores(probs: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, float]:
-    """Per-class Dice of probabilities (C, Z, Y, X) > 0.5 against the test labels."""
-    return {c: round(dice(probs[i] > 0.5, labels[c]), 4) for i, c in enumerate(labels)}
+def _memory_off_thresholds(checkpoint: Path, config: dict[str, Any], val: str) -> dict:
+    """Val-chosen thresholds of the stage-2 weights run slice by slice (memory off)."""
+    model, _ = load_checkpoint(checkpoint)
+    s = stage_settings(config, 2)
+    data = TileSet([val], sequences=False)
+    predict = lambda x: [model(x[:, -1]).final]  # noqa: E731
+    table = val_dice_table(model, data, s, torch.device("cpu"), predict, THRESHOLD_LEVELS)
+    return choose_thresholds(table, THRESHOLD_LEVELS)
 
 
 def run_sam4em(
-    variant: str, config, minutes: float, share: float, tiles, raw, labels, work: Path
-) -> dict[str, Any]:
-    """Train one SAM4EM variant within ``minutes`` and score it on the test slices."""
+    variant: str,
+    bench: Bench,
+    scale: float,
+    seed: int,
+    minutes: float,
+    share: float,
+    tta: bool,
+    lr: float | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Train one SAM4EM variant within ``minutes`` (stage 2 gets ``share``) and score it;
+    ``full`` also yields ``no_memory_same_weights``."""
+    work = bench.work / f"{variant}-s{seed}"
     work.mkdir(parents=True, exist_ok=True)
-    two_stage = variant != "single_stage"
-    memory = variant != "no_memory"
-    config = _with(config, model__two_stage=two_stage)
-    share = share if memory else 0.0
-    t0 = time.perf_counter()
-    c1 = _calibrated(config, 1, minutes * (1 - share), tiles, work, None)
-    r1 = run_stage(c1, 1, [tiles["train"]], [tiles["val"]], work / "stage1.pt")
-    final, steps = work / "stage1.pt", {"stage1": r1.step}
-    train_s = r1.elapsed_s
-    if memory:
-        c2 = _calibrated(c1, 2, minutes * share, tiles, work, str(work / "stage1.pt"))
-        r2 = run_stage(c2, 2, [tiles["train"]], [tiles["val"]], work / "stage2.pt", str(final))
-        final, steps["stage2"], train_s = work / "stage2.pt", r2.step, train_s + r2.elapsed_s
-    model, _ = load_checkpoint(final)
-    predictor = StackPredictor(model, PredictSettings(memory=memory), torch.device("cpu"))
-    start = TEST[0] - (WARMUP if memory else 0)
-    probs = predictor.predict(raw[start : TEST[1]])[:, TEST[0] - start :]
-    return {"test_dice": test_scores(probs, labels), "steps": steps,
-            "train_minutes": round(train_s / 60, 2),
-            "wall_minutes": round((time.perf_counter() - t0) / 60, 2)}  # fmt: skip
+    tiles = bench.tiles(scale)
+    config = _with(
+        bench.config(scale),
+        model__two_stage=variant != "single_stage",
+        model__high_res=variant != "no_high_res",
+        model__seed=seed,
+        train__seed=seed,
+        train__stage1__lr=lr or bench.config(scale)["train"]["stage1"]["lr"],
+        train__stage1__steps=10**7,
+        train__stage1__minutes=minutes * (1 - share),
+        train__stage2__steps=10**7,
+        train__stage2__minutes=minutes * share,
+    )
+    r1 = run_stage(config, 1, [tiles["train"]], [tiles["val"]], work / "stage1.pt",
+                   work_dir=work / "s1")  # fmt: skip
+    r2 = run_stage(config, 2, [tiles["train"]], [tiles["val"]], work / "stage2.pt",
+                   init=str(work / "stage1.pt"), work_dir=work / "s2")  # fmt: skip
+    minutes_used = round((r1.elapsed_s + r2.elapsed_s) / 60, 2)
+    info = {"steps": {"stage1": r1.step, "stage2": r2.step}, "train_minutes": minutes_used,
+            "scale": scale}  # fmt: skip
+    thresholds = load_checkpoint(work / "stage2.pt")[1]["extra"]["thresholds"]
+    probs = _predict_sam(work / "stage2.pt", bench, True, tta)
+    out = {variant: info | bench.score(probs, thresholds)}
+    if variant == "full":
+        off = _memory_off_thresholds(work / "stage2.pt", config, tiles["val"])
+        probs = _predict_sam(work / "stage2.pt", bench, False, tta)
+        out["no_memory_same_weights"] = info | bench.score(probs, off)
+    return out
 
 
-def run_unet(config, minutes, tiles, raw, labels) -> dict[str, Any]:
-    """Train the U-Net yardstick within ``minutes`` and score it on the test slices."""
-    s = stage_settings(_with(config, train__stage1__batch_size=8, train__stage1__lr=1e-3), 1)
-    train = TileSet([tiles["train"]], sequences=False)
-    val = TileSet([tiles["val"]], sequences=False)
-    _, probe = train_unet(train, val, replace(s, steps=6, val_every=10**6), minutes)
-    steps = max(20, int(minutes * 60 * 0.9 / (probe["seconds"] / 6)))
-    s = replace(s, steps=steps, val_every=max(10, steps // 8), warmup_steps=max(5, steps // 20))
-    model, info = train_unet(train, val, s, minutes)
-    probs = predict_unet(model, raw[TEST[0] : TEST[1]])
-    return {"test_dice": test_scores(probs, labels), "steps": info["steps"],
-            "train_minutes": round(info["seconds"] / 60, 2)}  # fmt: skip
+def _unet_run(bench: Bench, scale: float, u: UNetSettings, seed: int, minutes: float):
+    config = _with(bench.config(scale), train__seed=seed)
+    s = replace(stage_settings(config, 1), steps=10**7, minutes=minutes)
+    tiles, seqs = bench.tiles(scale), u.context > 0
+    train = TileSet([tiles["train"]], sequences=seqs)
+    val = TileSet([tiles["val"]], sequences=seqs)
+    return train_unet(train, val, s, u)
+
+
+def sweep_unet(bench: Bench, minutes: float, seed: int) -> tuple[float, UNetSettings, list]:
+    """The U-Net settings of best val Dice (at val-chosen thresholds) among UNET_SWEEP."""
+    trials = []
+    for scale, u in UNET_SWEEP:
+        _, info = _unet_run(bench, scale, u, seed, minutes)
+        trials.append({"scale": scale, "width": u.width, "lr": u.lr,
+                       "val_dice": round(info["val_dice_at_thresholds"], 4),
+                       "steps": info["steps"]})  # fmt: skip
+        logging.info("unet sweep: %s", trials[-1])
+    best = max(trials, key=lambda t: t["val_dice"])
+    return best["scale"], UNetSettings(width=best["width"], lr=best["lr"]), trials
+
+
+def sweep_sam(bench: Bench, minutes: float, seed: int) -> dict[str, Any]:
+    """Stage-1 runs of the full model over SAM_SWEEP; val Dice at val-chosen thresholds."""
+    trials = []
+    for scale, lr in SAM_SWEEP:
+        work = bench.work / f"sweep-{scale:g}-{lr:g}-s{seed}"
+        tiles = bench.tiles(scale)
+        config = _with(bench.config(scale), model__seed=seed, train__seed=seed,
+                       train__stage1__lr=lr, train__stage1__steps=10**7,
+                       train__stage1__minutes=minutes)  # fmt: skip
+        result = run_stage(config, 1, [tiles["train"]], [tiles["val"]], work / "stage1.pt",
+                           work_dir=work / "s1")  # fmt: skip
+        extra = load_checkpoint(work / "stage1.pt")[1]["extra"]
+        score = float(np.mean(list(extra["val_dice_at_thresholds"].values())))
+        trials.append({"scale": scale, "lr": lr, "val_dice": round(score, 4),
+                       "steps": result.step})  # fmt: skip
+        logging.info("sam4em sweep: %s", trials[-1])
+    return {"minutes": minutes, "trials": trials,
+            "best": max(trials, key=lambda t: t["val_dice"])}  # fmt: skip
+
+
+def run_unet(
+    bench: Bench, scale: float, u: UNetSettings, seed: int, minutes: float, tta: bool
+) -> dict[str, Any]:
+    """Train one U-Net within ``minutes`` and score it on the test slices."""
+    del tta  # the U-Net sees whole slices; TTA is not applied to it (nor by default to ours)
+    model, info = _unet_run(bench, scale, u, seed, minutes)
+    start = TEST[0] - u.context
+    probs = predict_unet(model, bench.raw[start : TEST[1]], scale, u.context)
+    run = {"steps": info["steps"], "train_minutes": round(info["seconds"] / 60, 2),
+           "scale": scale, "width": u.width, "lr": u.lr}  # fmt: skip
+    return run | bench.score(probs, info["thresholds"])
+
+
+def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per variant: per-class mean and std over seeds of each per-class metric."""
+    out: dict[str, Any] = {}
+    for variant in dict.fromkeys(r["variant"] for r in per_seed):
+        runs = [r for r in per_seed if r["variant"] == variant]
+        entry: dict[str, Any] = {"seeds": sorted(r["seed"] for r in runs)}
+        for key in ("test_dice", "consistency", "consistency_truth"):
+            classes = runs[0][key]
+            entry[key] = {c: round(float(np.mean([r[key][c] for r in runs])), 4) for c in classes}
+            entry[f"{key}_std"] = {
+                c: round(float(np.std([r[key][c] for r in runs])), 4) for c in classes
+            }
+        means = [float(np.mean(list(r["test_dice"].values()))) for r in runs]
+        entry["mean_dice"] = round(float(np.mean(means)), 4)
+        entry["mean_dice_std"] = round(float(np.std(means)), 4)
+        entry["mito_f1_iou50"] = round(float(np.mean([r["mito_f1_iou50"] for r in runs])), 4)
+        entry["train_minutes"] = round(float(np.mean([r["train_minutes"] for r in runs])), 2)
+        out[variant] = entry
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=20.0, help="training budget per variant")
-    parser.add_argument("--stage2-share", type=float, default=0.2)
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per run")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 (see --first-seed)")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--stage2-share", type=float, default=0.3)
+    parser.add_argument("--scale", type=float, default=None, help="SAM4EM tiling.scale "
+                        "(default: the demo config's)")  # fmt: skip
+    parser.add_argument("--sweep-minutes", type=float, default=3.0, help="per U-Net sweep run")
+    parser.add_argument("--unet", default=None, help="skip the sweep: SCALE,WIDTH,LR")
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation (ours)")
+    parser.add_argument("--sweep-sam", action="store_true",
+                        help="only run the SAM4EM sweep")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--lr", type=float, default=None, help="SAM4EM stage-1 learning rate "
+                        "(default: the demo config's)")  # fmt: skip
+    parser.add_argument("--merge", type=Path, nargs="*", default=[],
+                        help="also take the runs and sweeps of these JSON files")  # fmt: skip
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/drosophila-vnc")
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks/.accuracy")
-    parser.add_argument("--variants", default="full,no_memory,single_stage,unet")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--variants", default="full,single_stage,no_high_res,unet,unet25d")
+    parser.add_argument("--out", type=Path, help="merge the runs into this JSON file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    config = validate_config(base_config(args.data), "benchmark config")
-    args.work.mkdir(parents=True, exist_ok=True)
-    volume = import_dataset(config, "vnc", args.work / "volume.zarr")
-    tiles = {}
-    for split in ("train", "val"):
-        a, b = config["datasets"]["vnc"]["split"][split]
-        tiles[split] = str(write_tiles(volume, split, range(a, b + 1), config["tiling"],
-                                       args.work / f"{split}.zarr"))  # fmt: skip
-    root = open_group(volume)
-    raw = np.asarray(root["raw"])
-    labels = {c: np.asarray(root[f"labels/{c}"][TEST[0] : TEST[1]]) > 0 for c in config["classes"]}
-    results: dict[str, Any] = {}
-    for variant in args.variants.split(","):
-        logging.info("variant %s: %.1f minutes", variant, args.minutes)
-        if variant == "unet":
-            results[variant] = run_unet(config, args.minutes, tiles, raw, labels)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    bench = Bench(args.data, args.work)
+    scale = args.scale if args.scale is not None else bench.config(1.0)["tiling"]["scale"]
+    old = json.loads(args.out.read_text()) if args.out and args.out.is_file() else {}
+    for extra in args.merge:
+        other = json.loads(extra.read_text())
+        runs = old.get("per_seed", []) + other.get("per_seed", [])
+        old = old | {k: v for k, v in other.items() if v is not None} | {"per_seed": runs}
+    per_seed: list[dict[str, Any]] = old.get("per_seed", [])
+    sweep = old.get("unet_sweep")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    if args.sweep_sam:
+        result = {"sam4em_sweep": sweep_sam(bench, args.sweep_minutes, seeds[0])}
+        print(json.dumps(result, indent=2))
+        if args.out:
+            args.out.write_text(json.dumps(old | result, indent=2) + "\n")
+        return
+    unet_choice = None
+    if {"unet", "unet25d"} & set(variants):
+        if args.unet:
+            s, w, lr = args.unet.split(",")
+            unet_choice = (float(s), UNetSettings(width=int(w), lr=float(lr)))
         else:
-            results[variant] = run_sam4em(variant, config, args.minutes, args.stage2_share,
-                                          tiles, raw, labels, args.work / variant)  # fmt: skip
-        logging.info("variant %s: %s", variant, results[variant])
-    mean = {k: round(float(np.mean(list(v["test_dice"].values()))), 4) for k, v in results.items()}
+            s, u, trials = sweep_unet(bench, args.sweep_minutes, seeds[0])
+            unet_choice, sweep = (s, u), {"minutes": args.sweep_minutes, "trials": trials}
+
+    def keep(variant: str, seed: int, result: dict[str, Any]) -> None:
+        per_seed[:] = [r for r in per_seed if (r["variant"], r["seed"]) != (variant, seed)]
+        per_seed.append({"variant": variant, "seed": seed} | result)
+        logging.info("%s seed %d: %s", variant, seed, result)
+
+    for seed in seeds:
+        for variant in variants:
+            t0 = time.perf_counter()
+            if variant in SAM_VARIANTS:
+                results = run_sam4em(variant, bench, scale, seed, args.minutes,
+                                     args.stage2_share, args.tta, args.lr)  # fmt: skip
+                for name, result in results.items():
+                    keep(name, seed, result)
+            elif variant in ("unet", "unet25d") and unet_choice:
+                s, u = unet_choice
+                u = replace(u, context=2 if variant == "unet25d" else 0)
+                keep(variant, seed, run_unet(bench, s, u, seed, args.minutes, args.tta))
+            wall = (time.perf_counter() - t0) / 60
+            logging.info("%s seed %d: %.1f min wall", variant, seed, wall)
+    summary = summarise(per_seed)
     report = {
-        "test_dice": results.get("full", {}).get("test_dice"),
-        "ablation": {k: v for k, v in mean.items() if k != "unet"},
-        "unet": results.get("unet", {}).get("test_dice"),
-        "train_minutes": results.get("full", {}).get("train_minutes"),
-        "budget_minutes": args.minutes,
+        "test_dice": summary.get("full", {}).get("test_dice"),
+        "ablation": {k: v["mean_dice"] for k, v in summary.items()},
+        "unet": summary.get("unet", {}).get("test_dice"),
+        "seeds": sorted({r["seed"] for r in per_seed}),
+        "minutes": args.minutes,
         "torch_threads": torch.get_num_threads(),
-        "variants": results,
+        "summary": summary,
+        "unet_sweep": sweep,
+        "sam4em_sweep": old.get("sam4em_sweep"),
+        "sam4em_settings": {
+            "scale": scale,
+            "lr": args.lr,
+            "stage2_share": args.stage2_share,
+            "tta": args.tta,
+        },  # fmt: skip
+        "per_seed": per_seed,
     }
     text = json.dumps(report, indent=2)
     print(text)

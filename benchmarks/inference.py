@@ -38,7 +38,7 @@ from sam4em.model.checkpoint import load_checkpoint
 from sam4em.model.lora import merge_lora
 from sam4em.model.model_config import ModelConfig
 from sam4em.model.sam4em_model import build_model
-from sam4em.predict.block_job import block_origins, pick_device, predict_block
+from sam4em.predict.block_job import block_window, pick_device, predict_block
 from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage
 
@@ -84,7 +84,7 @@ def bare_model_seconds(config: dict, ckpt: Path, volume: Path, plan: Path) -> fl
     plan_settings = json.loads(plan.read_text())["settings"]
     total = 0.0
     for b in load_plan(plan):
-        n_tiles = len(block_origins(b, raw.shape, s, plan_settings["tile_overlap"]))
+        n_tiles = len(block_window(b, raw.shape, s, plan_settings["tile_overlap"], 1.0)[1])
         n_slices = b.core.stop[0] - b.warmup[0]
         tiles = torch.rand((n_tiles, 1, s, s), device=device) * 255
         batches = [tiles[i : i + max_batch] for i in range(0, n_tiles, max_batch)]

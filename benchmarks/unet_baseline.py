@@ -1,5 +1,10 @@
-"""The yardstick: a plain 2D U-Net trained from scratch on the same tiles, loss and budget.
+"""The yardsticks: plain 2D and 2.5D U-Nets trained from scratch like the SAM4EM model.
 
+Same tiles (at their ``tiling.scale``), balanced sampler, augmentation, BCE + Dice loss,
+warm-up + cosine schedule over the elapsed share of a minutes budget (validation time
+included), best checkpoint by val Dice, per-class thresholds chosen on val, and the same
+resampling between volume and model grid at test time. The 2.5D U-Net sees the slice and
+the ``context`` slices before it as input channels: the information the 3D memory has.
 Used by ``accuracy.py``; not part of the package (sam4em does not ship a U-Net model).
 """
 
@@ -7,17 +12,25 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from sam4em.tiling.resample import resample, resample_image, scaled_length
 from sam4em.train.losses import bce_dice
 from sam4em.train.sampler import BalancedSampler
-from sam4em.train.schedule import lr_factor
+from sam4em.train.schedule import lr_factor, run_progress
 from sam4em.train.settings import StageSettings
 from sam4em.train.tile_data import TileSet
-from sam4em.train.trainer import evaluate_dice, make_batch
+from sam4em.train.trainer import (
+    THRESHOLD_LEVELS,
+    choose_thresholds,
+    make_batch,
+    val_dice_table,
+)
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -34,11 +47,11 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 class UNet(nn.Module):
     """Four-level U-Net (widths w, 2w, 4w, 8w) with max-pool down and transposed-conv up."""
 
-    def __init__(self, classes: int, width: int = 24) -> None:
+    def __init__(self, *, classes: int, width: int = 32, in_channels: int = 1) -> None:
         super().__init__()
         widths = [width, 2 * width, 4 * width, 8 * width]
         self.down = nn.ModuleList()
-        cin = 1
+        cin = in_channels
         for w in widths:
             self.down.append(_block(cin, w))
             cin = w
@@ -49,7 +62,8 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(width, classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, C, H, W) for grey images (B, 1, H, W) in 0..255; H, W multiples of 8."""
+        """Logits (B, C, H, W) for grey images (B, in_channels, H, W) in 0..255; H, W
+        multiples of 8."""
         x = x / 127.5 - 1
         skips = []
         for i, block in enumerate(self.down):
@@ -60,48 +74,93 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def _val_dice(model: UNet, val: TileSet, s: StageSettings) -> float:
-    """Mean per-class Dice on the val tiles (the trainer's measure, 2D model)."""
-    scores = evaluate_dice(model, val, s, torch.device("cpu"), lambda x: [model(x[:, 0])])
-    return float(np.mean(list(scores.values())))
+@dataclass(frozen=True)
+class UNetSettings:
+    """One point of the U-Net sweep."""
+
+    width: int = 32
+    lr: float = 1e-3
+    context: int = 0  # slices before the target as extra input channels (2.5D)
 
 
-def train_unet(train: TileSet, val: TileSet, s: StageSettings, minutes: float) -> tuple[UNet, dict]:
-    """Train for ``s.steps`` or ``minutes``, whichever ends first; returns the best-val model."""
+def _inputs(images: torch.Tensor, context: int) -> torch.Tensor:
+    """(B, T, 1, S, S) -> (B, context + 1, S, S): the last ``context + 1`` slices."""
+    return images[:, images.shape[1] - context - 1 :, 0]
+
+
+def _windows(images, labels, context: int, rng: np.random.Generator):
+    """A random run of ``context + 1`` slices of each training sequence."""
+    t = images.shape[1]
+    if context == 0:
+        return images[:, :1], labels[:, :1]
+    start = int(rng.integers(0, t - context))
+    return images[:, start : start + context + 1], labels[:, start : start + context + 1]
+
+
+def train_unet(
+    train: TileSet, val: TileSet, s: StageSettings, u: UNetSettings
+) -> tuple[UNet, dict[str, Any]]:
+    """Train within ``s.minutes`` (or ``s.steps``); returns the best-val model and info
+    (steps, seconds, val Dice at 0.5, thresholds chosen on val)."""
     torch.manual_seed(s.seed)
-    model = UNet(len(train.classes))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    model = UNet(classes=len(train.classes), width=u.width, in_channels=u.context + 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=u.lr, weight_decay=s.weight_decay)
     sampler = BalancedSampler(train.presence, train.classes, s.balance, s.seed)
     rng = np.random.default_rng(s.seed + 1000)
+    window_rng = np.random.default_rng(s.seed + 2000)
+    predict = lambda x: [model(_inputs(x, u.context))]  # noqa: E731
+    device = torch.device("cpu")
+
+    def val_score() -> float:
+        table = val_dice_table(model, val, s, device, predict)
+        return float(np.mean([v[0] for v in table.values()]))
+
+    budget = s.minutes * 60 if s.minutes else None
     best, best_state, step, t0 = -1.0, None, 0, time.perf_counter()
-    while step < s.steps and time.perf_counter() - t0 < minutes * 60:
+    elapsed = 0.0
+    while step < s.steps and (budget is None or elapsed < budget):
+        done = run_progress(step, s.steps, s.warmup_steps, elapsed, budget)
         for g in optimizer.param_groups:
-            g["lr"] = s.lr * lr_factor(step, s.steps, s.warmup_steps)
+            g["lr"] = u.lr * lr_factor(step, s.warmup_steps, done)
         images, labels, labelled = make_batch(train, sampler.draw(s.batch_size), s, rng)
-        loss = bce_dice(model(images[:, 0]), labels[:, 0], labelled)
+        images, labels = _windows(images, labels, u.context, window_rng)
+        loss = bce_dice(model(_inputs(images, u.context)), labels[:, -1], labelled)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
         optimizer.step()
         step += 1
-        if step % s.val_every == 0 or step == s.steps:
-            score = _val_dice(model, val, s)
+        if step % s.val_every == 0:
+            score = val_score()
             if score > best:
                 best, best_state = score, copy.deepcopy(model.state_dict())
-    if best_state is None or _val_dice(model, val, s) > best:
-        best_state = model.state_dict()
+        elapsed = time.perf_counter() - t0
+    if best_state is None or val_score() > best:
+        best, best_state = val_score(), copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
-    return model.eval(), {"steps": step, "seconds": time.perf_counter() - t0, "val_dice": best}
+    table = val_dice_table(model, val, s, device, predict, THRESHOLD_LEVELS)
+    info = {
+        "steps": step,
+        "seconds": time.perf_counter() - t0,
+        "val_dice": best,
+        "val_dice_at_thresholds": float(np.mean([v.max() for v in table.values()])),
+        "thresholds": choose_thresholds(table, THRESHOLD_LEVELS),
+    }
+    return model.eval(), info
 
 
 @torch.no_grad()
-def predict_unet(model: UNet, stack: np.ndarray) -> np.ndarray:
-    """(C, Z, Y, X) probabilities of whole slices (padded to a multiple of 8)."""
+def predict_unet(model: UNet, stack: np.ndarray, scale: float, context: int) -> np.ndarray:
+    """(C, Z - context, Y, X) probabilities of slices ``context..Z-1`` of a (Z, Y, X) stack:
+    resampled onto the model grid, predicted whole (padded to a multiple of 8), resampled
+    back."""
     z, h, w = stack.shape
-    ph, pw = -h % 8, -w % 8
+    mh, mw = scaled_length(h, scale), scaled_length(w, scale)
+    scaled = np.stack([resample_image(im, (h, w), (mh, mw)) for im in stack])
+    scaled = np.pad(scaled, ((0, 0), (0, -mh % 8), (0, -mw % 8)), mode="reflect")
     out = []
-    for k in range(z):
-        image = np.pad(stack[k], ((0, ph), (0, pw)), mode="reflect")
-        x = torch.from_numpy(image).float()[None, None]
-        out.append(torch.sigmoid(model(x))[0, :, :h, :w].numpy())
+    for k in range(context, z):
+        x = torch.from_numpy(scaled[k - context : k + 1]).float()[None]
+        probs = torch.sigmoid(model(x))[0, :, :mh, :mw].numpy()
+        out.append(resample(probs, (mh, mw), (h, w)))
     return np.stack(out, axis=1)

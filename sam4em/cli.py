@@ -69,7 +69,9 @@ def _cmd_plan_blocks(args: argparse.Namespace) -> None:
 
     config = load_config(args.config)
     shape = open_group(args.volume)["raw"].shape
-    blocks = write_plan(args.out, shape, config["inference"], config["model"]["img_size"])
+    blocks = write_plan(
+        args.out, shape, config["inference"], config["model"]["img_size"], config["tiling"]["scale"]
+    )
     print(f"wrote {args.out}: {len(blocks)} block(s) for volume {tuple(shape)}")
 
 
@@ -97,11 +99,6 @@ def _cmd_predict_block(args: argparse.Namespace) -> None:
     from sam4em.predict.block_job import predict_block
 
     config = load_config(args.config)
-    if config["tiling"]["scale"] != 1.0:  # the model would see another pixel size
-        raise ConfigError(
-            f"tiling.scale: {config['tiling']['scale']} is not supported by predict-block "
-            "yet (it predicts at the volume's own resolution); train with scale 1.0"
-        )
     record = predict_block(
         config["inference"],
         checkpoint=args.checkpoint,
@@ -116,10 +113,12 @@ def _cmd_predict_block(args: argparse.Namespace) -> None:
 
 
 def _cmd_stitch(args: argparse.Namespace) -> None:
+    from sam4em.config import load_config
     from sam4em.predict.stitch import stitch
 
+    config = load_config(args.config)
     markers = args.markers or Path(args.pred).parent / "blocks"
-    record = stitch(args.volume, args.pred, args.plan, markers, args.summary, args.figure)
+    record = stitch(args.volume, args.pred, args.plan, markers, args.summary, args.figure, config)
     print(f"stitched {record['blocks']} block(s) into {args.pred}")
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import yaml
 
 from sam4em.errors import ConfigError
@@ -121,6 +123,13 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
             f"{origin}: tiling.tile_size: {tiling['tile_size']} differs from model.img_size "
             f"{model['img_size']} (tiles are the model's input)"
         )
+    slots = model["memory"]["slots"]
+    if tiling["sequence_length"] < slots + 1:
+        raise ConfigError(
+            f"{origin}: tiling.sequence_length: {tiling['sequence_length']} is below "
+            f"model.memory.slots + 1 = {slots + 1}: inference fills all {slots} memory slots, "
+            "so training sequences must too"
+        )
     if model["checkpoint"] is None and model["preset"] != "vit_tiny":
         log.warning(
             "model.preset %s without model.checkpoint: random initialisation", model["preset"]
@@ -156,6 +165,26 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
                 f"{origin}: inference.model_from: '{source}' is not a configured dataset "
                 "with a train split"
             )
+
+
+def class_setting(value: Any, cls: str, default: Any) -> Any:
+    """A per-class setting given either as one value or as ``{class: value}``."""
+    if isinstance(value, dict):
+        return value.get(cls, default)
+    return default if value is None else value
+
+
+def probability_level(
+    config: dict[str, Any], cls: str, chosen: Mapping[str, float] | None = None
+) -> int:
+    """The uint8 probability at or above which a voxel belongs to ``cls``: the config's
+    ``components.threshold`` when set, else the threshold ``chosen`` on val for the model
+    (recorded in ``pred.zarr``'s ``thresholds`` attribute by inference), else 0.5. Every
+    mask the project shows or scores is cut at this level."""
+    fallback = float((chosen or {}).get(cls, 0.5))
+    return int(
+        np.ceil(float(class_setting(config["components"]["threshold"], cls, fallback)) * 255)
+    )
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:

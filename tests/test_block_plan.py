@@ -74,6 +74,6 @@ def test_plan_file_round_trip(tmp_path):
     assert load_plan(tmp_path / "blocks.json") == blocks
     data = json.loads((tmp_path / "blocks.json").read_text())
     assert data["volume_shape"] == [9, 50, 70]
-    assert data["settings"] == settings | {"tile_size": 24}
+    assert data["settings"] == settings | {"tile_size": 24, "scale": 1.0}
     assert block_ids(tmp_path / "blocks.json") == [b.id for b in blocks]
     assert not list(tmp_path.glob("*.partial-*"))

@@ -37,7 +37,14 @@ def test_only_lora_memory_and_decoders_train():
     assert trainable and all(
         "lora_" in n
         or n.startswith(
-            ("memory_", "decoder1.", "decoder2.", "prompt_generator.", "no_mask_embed.")
+            (
+                "memory_",
+                "decoder1.",
+                "decoder2.",
+                "prompt_generator.",
+                "no_mask_embed.",
+                "high_res.",
+            )
         )
         for n in trainable
     )
@@ -155,7 +162,8 @@ def test_stage2_depends_on_stage1():
 def test_inference_entry_points_take_no_labels():
     for fn in (SAM4EM.forward, SAM4EM.step, SAM4EM.forward_sequence, SAM4EM.decode):
         params = set(inspect.signature(fn).parameters) - {"self"}
-        assert params <= {"images", "bank", "embeddings"}, (fn.__name__, params)
+        # high_res: feature maps the model computes from the images themselves
+        assert params <= {"images", "bank", "embeddings", "high_res"}, (fn.__name__, params)
 
 
 @torch.no_grad()
@@ -205,3 +213,34 @@ def test_trained_set_is_what_requires_grad_at_build():
     model = build_model(_config())
     for name, p in model.named_parameters():
         assert model.is_trained(name) == p.requires_grad, name
+
+
+def test_high_res_path_forms_masks_at_half_the_tile_and_is_one_switch():
+    x = _tiles()
+    on, off = build_model(_config()), build_model(_config(high_res=False))
+    assert off.high_res is None and not any("high_res" in n for n, _ in off.named_parameters())
+    embeddings = on.encode(x)
+    pe, dense = on.image_pe(), on.no_mask_embed.weight.reshape(1, -1, 1, 1)
+    sparse = embeddings.new_zeros((2, 0, embeddings.shape[1]))
+    fine = on.decoder1(embeddings, pe, sparse, dense, high_res=on.high_res_features(x))
+    coarse = off.decoder1(off.encode(x), pe, sparse, dense)
+    assert fine.logits.shape[-1] == 64 // 2 and coarse.logits.shape[-1] == 64 // 4
+    # the path's maps reach both stages' masks: every level of it gets a gradient
+    out = on(x)
+    (out.stage1.sum() + out.stage2.sum()).backward()
+    for name, p in on.high_res.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert out.low_res.shape[-1] == 64 // 4  # the memory still sees quarter-size masks
+    # a checkpoint written before the path existed rebuilds without it
+    assert ModelConfig.from_dict({"high_res": False}).high_res is False
+
+
+def test_high_res_model_round_trips_through_a_checkpoint(tmp_path):
+    model = build_model(_config()).eval()
+    with torch.no_grad():
+        for p in model.high_res.parameters():
+            p.add_(0.01)
+    save_checkpoint(model, tmp_path / "m.pt")
+    loaded, _ = load_checkpoint(tmp_path / "m.pt")
+    x = _tiles()
+    assert torch.equal(model(x).final, loaded.eval()(x).final)

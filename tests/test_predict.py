@@ -16,13 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 import yaml
 
 from sam4em.blocks.plan import load_plan, write_plan
-from sam4em.config import validate_config
+from sam4em.config import probability_level, validate_config
+from sam4em.errors import InputDataError
 from sam4em.io.importer import import_dataset
 from sam4em.io.zarr_store import open_group
+from sam4em.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from sam4em.predict.block_job import predict_block
+from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
 from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage
 from tests.conftest import assert_user_error, run_cli, vnc_dataset
@@ -65,11 +69,14 @@ def trained(tmp_path_factory, vnc):
     return config, cfg, tmp / "stage2.pt", crop, raw
 
 
-def run_blocks(trained, work: Path, block_shape, warmup: int, **inference) -> np.ndarray:
+def run_blocks(
+    trained, work: Path, block_shape, warmup: int, scale: float = 1.0, ckpt=None, **inference
+) -> np.ndarray:
     """Plan and predict every block in this process; (C, Z, Y, X) uint8 probabilities."""
-    config, _, ckpt, crop, raw = trained
+    config, _, default_ckpt, crop, raw = trained
+    ckpt = ckpt or default_ckpt
     settings = config["inference"] | inference | {"block_shape": block_shape, "warmup": warmup}
-    write_plan(work / "blocks.json", raw.shape, settings, 256)
+    write_plan(work / "blocks.json", raw.shape, settings, 256, scale)
     for b in load_plan(work / "blocks.json"):
         predict_block(settings, ckpt, crop, work / "blocks.json", b.id, work / "pred.zarr",
                       work / "blocks" / f"{b.id}.done")  # fmt: skip
@@ -210,8 +217,10 @@ def test_stitch_checks_blocks_and_writes_level_summary_figure(trained, serial):
         assert level1.shape == (12, 112, 112)
         expected = pred[i, :, :4, :4].astype(np.float32).mean(axis=(1, 2))
         np.testing.assert_allclose(level1[:, 0, 0], np.rint(expected), atol=0)
-        frac = (pred[i] > 127).mean()
-        assert summary["classes_stats"][cls]["fraction_above_half"] == pytest.approx(frac, abs=1e-5)
+        level = probability_level(config, cls, read_checkpoint(ckpt)["extra"]["thresholds"])
+        frac = (pred[i] >= level).mean()
+        stats = summary["classes_stats"][cls]
+        assert stats["fraction_above_threshold"] == pytest.approx(frac, abs=1e-5)
     root = json.loads((tmp_path / "pred.zarr" / "zarr.json").read_text())
     assert "consolidated_metadata" in root  # consolidated for viewers
     png = (tmp_path / "predictions.png").read_bytes()
@@ -225,3 +234,68 @@ def test_unknown_block_is_a_clear_error(trained, tmp_path):
                 str(crop), "--plan", str(tmp_path / "blocks.json"), "--block", "z9y9x9",
                 "--out", str(tmp_path / "pred.zarr"))  # fmt: skip
     assert_user_error(r, "no block 'z9y9x9'")
+
+
+@pytest.fixture(scope="module")
+def half_scale(trained, tmp_path_factory):
+    """The trained weights marked as trained at tiling.scale 0.5 (geometry tests only)."""
+    tmp = tmp_path_factory.mktemp("half")
+    model, payload = load_checkpoint(trained[2])
+    return save_checkpoint(model, tmp / "half.pt", extra=payload["extra"] | {"scale": 0.5})
+
+
+def test_blockwise_equals_whole_volume_at_half_scale(trained, half_scale, tmp_path):
+    whole = run_blocks(trained, tmp_path / "whole", [12, 512, 512], 4, 0.5, half_scale)
+    blocks = run_blocks(trained, tmp_path / "blocks", [4, 128, 128], 4, 0.5, half_scale)
+    assert whole.shape == (3, 12, 448, 448) and whole.max() > 127
+    for i, cls in enumerate(CLASSES):
+        assert dice(blocks[i] > 127, whole[i] > 127) >= 0.995, cls
+    assert np.abs(blocks.astype(int) - whole).mean() <= 2.0
+    # the model ran on the half-size grid: a 448 px crop is 224 px there, one tile
+    plan = json.loads((tmp_path / "whole" / "blocks.json").read_text())
+    assert plan["settings"]["scale"] == 0.5
+    done = json.loads(next((tmp_path / "whole" / "blocks").glob("*.done")).read_text())
+    assert done["tiles_per_slice"] == 1
+
+
+def test_scale_of_plan_and_model_must_agree(trained, half_scale, tmp_path):
+    config, _, _, crop, raw = trained
+    [block] = write_plan(tmp_path / "blocks.json", raw.shape,
+                         config["inference"] | {"block_shape": [12, 512, 512]}, 256)  # fmt: skip
+    with pytest.raises(InputDataError, match="trained at tiling.scale 0.5"):
+        predict_block(config["inference"], half_scale, crop, tmp_path / "blocks.json", block.id,
+                      tmp_path / "pred.zarr", tmp_path / "b.done")  # fmt: skip
+
+
+def test_tta_averages_the_symmetries_of_the_square(trained):
+    config, _, ckpt, _, raw = trained
+    model, _ = load_checkpoint(ckpt)
+    stack = raw[:3, :256, :256]  # one tile: the layout is symmetric too
+    flipped = np.ascontiguousarray(stack[:, :, ::-1])
+    gaps = {}
+    for tta in (False, True):
+        predictor = StackPredictor(model, PredictSettings(tta=tta), torch.device("cpu"))
+        a = predictor.predict(stack)
+        b = predictor.predict(flipped)[..., ::-1]
+        gaps[tta] = float(np.abs(a - b).max())
+    assert gaps[True] < 1e-4  # equivariant: each symmetry has its own memory
+    assert gaps[False] > 1e-3  # the model alone is not
+
+
+def test_pred_store_carries_the_val_thresholds(trained, tmp_path):
+    config, _, ckpt, _, _ = trained
+    chosen = read_checkpoint(ckpt)["extra"]["thresholds"]
+    assert set(chosen) == set(CLASSES)
+    store = open_group(whole_dir(tmp_path, trained) / "pred.zarr")
+    assert dict(store.attrs["thresholds"]) == chosen
+    for cls in CLASSES:
+        level = probability_level(config, cls, store.attrs["thresholds"])  # config: unset
+        assert level == int(np.ceil(chosen[cls] * 255))
+        fixed = config | {"components": config["components"] | {"threshold": 0.7}}
+        assert probability_level(fixed, cls, chosen) == int(np.ceil(0.7 * 255))
+
+
+def whole_dir(tmp_path: Path, trained) -> Path:
+    """A one-block run of the crop in ``tmp_path`` (its folder)."""
+    run_blocks(trained, tmp_path, [12, 512, 512], 4)
+    return tmp_path

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sam4em.tiling.grid import tile_starts
+from sam4em.train.tile_data import TileSet
 from tests.conftest import assert_user_error, run_cli, write_config
 
 
@@ -44,7 +45,9 @@ def _make_volume(tmp_path, nz=6, ny=70, nx=90):
 
 def _tile(tmp_path, dataset, split, **tiling):
     size = tiling.get("tile_size", 256)
-    cfg = write_config(tmp_path / "c.yaml", {"d": dataset}, tiling=tiling, model={"img_size": size})
+    slots = tiling.get("sequence_length", 5) - 1  # the fewest sequences allow
+    model = {"img_size": size, "memory": {"slots": slots}}
+    cfg = write_config(tmp_path / "c.yaml", {"d": dataset}, tiling=tiling, model=model)
     vol = tmp_path / "volume.zarr"
     if not vol.exists():
         r = run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(vol))
@@ -90,13 +93,26 @@ def test_tiles_match_the_volume(tmp_path):
         assert (o[:, 1:] == o[0, 1:]).all()
 
 
-def test_sequence_length_clamped_to_short_split(tmp_path):
-    _, _, dataset = _make_volume(tmp_path)
+def test_val_tiles_carry_raw_context_for_the_memory_warm_up(tmp_path):
+    raw, labels, dataset = _make_volume(tmp_path)  # val is slice 5 alone
     r, out = _tile(tmp_path, dataset, "val", tile_size=32, stride=32, sequence_length=4)
     assert r.returncode == 0, r.stderr
     g = zarr.open_group(str(out), mode="r")
-    assert g.attrs["sam4em"]["sequence_length"] == 1
-    assert g["sequences"].shape[1] == 1
+    meta = g.attrs["sam4em"]
+    assert meta["context_slices"] == 3 and meta["sequence_length"] == 4
+    origin, scored, labs = g["origin"][...], g["scored"][...], g["labels"][...]
+    assert sorted(set(origin[:, 0].tolist())) == [2, 3, 4, 5]
+    assert (scored == (origin[:, 0] == 5)).all()
+    assert labs[origin[:, 0] < 5].max() == 0  # context labels are never read
+    assert labs[origin[:, 0] == 5].max() == 1
+    seqs = g["sequences"][...]
+    assert len(seqs) == meta["tiles_per_slice"]  # one window per val tile, ending at it
+    for seq in seqs:
+        assert origin[seq][:, 0].tolist() == [2, 3, 4, 5] and scored[seq[-1]] == 1
+    # single tiles (stage 1 val) are the split's own: no context tile is scored
+    assert len(TileSet([out], sequences=False)) == meta["tiles_per_slice"]
+    windows = TileSet([out], sequences=True)
+    assert len(windows) == meta["tiles_per_slice"] and windows[0][0].shape[0] == 4
 
 
 def test_scale_and_padding(tmp_path):

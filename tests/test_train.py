@@ -13,9 +13,15 @@ import pytest
 import torch
 import yaml
 
-from sam4em.model.checkpoint import read_checkpoint
+from sam4em.config import load_config
+from sam4em.model.checkpoint import load_checkpoint, read_checkpoint
+from sam4em.model.memory_attention import MemoryAttention
+from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
+from sam4em.train.augment import AugmentSettings, augment
+from sam4em.train.run_stage import run_stage
 from sam4em.train.sampler import BalancedSampler
 from sam4em.train.tile_data import TileSet
+from sam4em.train.trainer import THRESHOLD_LEVELS
 from tests.conftest import assert_user_error, run_cli, vnc_dataset
 
 
@@ -149,7 +155,7 @@ def test_training_never_opens_test_tiles(vnc_tiles, tmp_path):
     _, cfg, tiles = vnc_tiles
     train, val = TileSet([tiles["train"]], False), TileSet([tiles["val"]], True)
     assert {z for _, z in train.slices} == set(range(14))
-    assert {z for _, z in val.slices} == {14, 15}
+    assert {z for _, z in val.slices} == {14, 15}  # (raw context slices are not its own)
     assert train.splits == ["train"] and val.splits == ["val"]
     r = run_cli(
         "train", "--config", str(cfg), "--stage", "1", "--train-tiles", str(tiles["train"]),
@@ -181,3 +187,68 @@ def test_sampler_state_round_trip():
     b = BalancedSampler(presence.astype(float), ["a", "b", "c"], {"c": 0.5}, seed=99)
     b.restore(state)
     np.testing.assert_array_equal(b.draw(40), expected)
+
+
+def test_stage2_stores_val_thresholds_that_do_at_least_as_well_as_half(vnc_tiles, stage1):
+    tmp, cfg, tiles = vnc_tiles
+    out = tmp / "thresholds" / "stage2.pt"
+    assert _train(cfg, tiles, 2, out, "--init", str(stage1)).returncode == 0
+    extra = read_checkpoint(out)["extra"]
+    assert set(extra["thresholds"]) == {"glia", "mito", "synapse"}
+    assert all(t in THRESHOLD_LEVELS for t in extra["thresholds"].values())
+    for cls, at_half in extra["val_dice"].items():
+        assert extra["val_dice_at_thresholds"][cls] >= at_half - 1e-9, cls
+
+
+def test_inference_uses_only_memory_distances_that_training_produced(vnc_tiles, stage1, tmp_path):
+    _, cfg, tiles = vnc_tiles
+    config = load_config(cfg)
+    config["train"]["stage2"] |= {"steps": 2, "val_every": 100}
+    seen: dict[str, set[int]] = {"train": set(), "inference": set()}
+    phase = ["train"]
+
+    def record(module, args):
+        if isinstance(module, MemoryAttention):
+            seen[phase[0]].add(len(args[2]))  # memories in the bank = farthest distance
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        run_stage(config, 2, [str(tiles["train"])], [], tmp_path / "s2.pt", init=str(stage1))
+        phase[0] = "inference"
+        model, _ = load_checkpoint(tmp_path / "s2.pt")
+        warmup = config["inference"]["warmup"]
+        stack = TileSet([tiles["train"]], sequences=False)[0][0]
+        stack = np.repeat(stack, warmup + 6, axis=0)  # warm-up slices, then a block's core
+        StackPredictor(model, PredictSettings(), torch.device("cpu")).predict(stack)
+    finally:
+        handle.remove()
+    slots = config["model"]["memory"]["slots"]
+    assert seen["inference"] == set(range(slots + 1))  # a full bank at inference
+    assert seen["inference"] <= seen["train"], seen
+
+
+def test_minutes_budget_drives_the_schedule_to_its_end(vnc_tiles, tmp_path):
+    _, cfg, tiles = vnc_tiles
+    config = load_config(cfg)
+    config["train"]["stage1"] |= {"steps": 10**6, "minutes": 0.2, "warmup_steps": 2}
+    result = run_stage(config, 1, [str(tiles["train"])], [], tmp_path / "s1.pt")
+    assert 0.2 * 60 <= result.elapsed_s < 0.2 * 60 + 10
+    lrs = pd.DataFrame(result.history).dropna(subset=["lr"])["lr"].to_numpy()
+    base = config["train"]["stage1"]["lr"]
+    assert lrs[-1] < 0.15 * base  # the cosine reached its floor as the time ran out
+    assert lrs.max() > 0.5 * base
+
+
+def test_z_reversal_flips_sequences_only():
+    rng = np.random.default_rng(0)
+    images = np.arange(4)[:, None, None] * np.ones((4, 8, 8), np.float32)
+    labels = np.zeros((4, 1, 8, 8), np.uint8)
+    s = AugmentSettings(flip=False, rot90=False, intensity=0, elastic_p=0)
+    orders = {tuple(augment(images, labels, s, rng)[0][:, 0, 0]) for _ in range(40)}
+    assert orders == {(0, 1, 2, 3), (3, 2, 1, 0)}
+    single = {float(augment(images[:1], labels[:1], s, rng)[0][0, 0, 0]) for _ in range(10)}
+    assert single == {0.0}
+    off = AugmentSettings(flip=False, rot90=False, intensity=0, elastic_p=0, z_reverse=False)
+    assert {tuple(augment(images, labels, off, rng)[0][:, 0, 0]) for _ in range(20)} == {
+        (0, 1, 2, 3)
+    }

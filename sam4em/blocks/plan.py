@@ -9,6 +9,11 @@ The halo is not a fixed width: model tiles sit on one lattice over the whole vol
 (tile size S, stride S - overlap, the last tile of an axis flush with its end), and a
 block reads exactly the lattice tiles that touch its core. Every core voxel is thus
 predicted from the same tiles, with the same blending, as in a single whole-volume run.
+
+With ``tiling.scale`` != 1 the lattice lies on the model's grid (the volume resampled by
+the scale, see :mod:`sam4em.tiling.resample`): a block runs the lattice tiles that touch
+the model pixels its core's values are interpolated from, and reads the volume pixels
+those tiles are resampled from.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 from sam4em.io.atomic import write_json_atomic
 from sam4em.tiling.grid import tile_starts
+from sam4em.tiling.resample import input_span, scaled_length
 
 Vec3 = tuple[int, int, int]
 
@@ -72,6 +78,18 @@ def lattice_span(length: int, tile: int, stride: int, start: int, stop: int) -> 
     return min(used), min(length, max(used) + tile)
 
 
+def scaled_window(
+    length: int, tile: int, stride: int, scale: float, start: int, stop: int
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Along one axis, for core pixels [start, stop) of an axis of ``length``: the span of
+    the model grid the block runs (the lattice tiles involved) and the volume span it
+    reads. At scale 1 both are the lattice span of the core."""
+    n = scaled_length(length, scale)
+    needed = input_span(n, length, start, stop)
+    model_span = lattice_span(n, tile, stride, *needed)
+    return model_span, input_span(length, n, *model_span)
+
+
 def plan_blocks(
     shape: Sequence[int],
     block_shape: Sequence[int],
@@ -79,9 +97,10 @@ def plan_blocks(
     tile_size: int,
     tile_overlap: int,
     warmup: int,
+    scale: float = 1.0,
 ) -> list[Block]:
     """Cut a volume of ``shape`` into blocks whose cores are multiples of ``chunks``;
-    read boxes follow the model-tile lattice (``tile_size``, ``tile_overlap``)."""
+    read boxes follow the model-tile lattice (``tile_size``, ``tile_overlap``, ``scale``)."""
     shape, block_shape, chunks = (
         _vec3(shape, "shape"),
         _vec3(block_shape, "block_shape"),
@@ -103,8 +122,8 @@ def plan_blocks(
     for index in itertools.product(*(range(n) for n in counts)):
         start = tuple(i * b for i, b in zip(index, block_shape, strict=True))
         stop = tuple(min(a + b, s) for a, b, s in zip(start, block_shape, shape, strict=True))
-        ys = lattice_span(shape[1], tile_size, stride, start[1], stop[1])
-        xs = lattice_span(shape[2], tile_size, stride, start[2], stop[2])
+        _, ys = scaled_window(shape[1], tile_size, stride, scale, start[1], stop[1])
+        _, xs = scaled_window(shape[2], tile_size, stride, scale, start[2], stop[2])
         read_start, read_stop = (start[0], ys[0], xs[0]), (stop[0], ys[1], xs[1])
         blocks.append(
             Block(
@@ -143,11 +162,13 @@ def write_plan(
     volume_shape: Sequence[int],
     inference: dict[str, Any],
     tile_size: int,
+    scale: float = 1.0,
 ) -> list[Block]:
     """Plan the blocks of a volume with the ``inference`` config and the model's tile
-    size, and write ``blocks.json``."""
+    size and scale, and write ``blocks.json``."""
     settings = {k: inference[k] for k in ("block_shape", "chunks", "tile_overlap", "warmup")}
     settings["tile_size"] = tile_size
+    settings["scale"] = float(scale)
     blocks = plan_blocks(volume_shape, **settings)
     write_json_atomic(path, plan_to_dict(blocks, volume_shape, settings))
     return blocks
@@ -180,6 +201,7 @@ __all__ = [
     "lattice_span",
     "load_plan",
     "plan_blocks",
+    "scaled_window",
     "touching_tiles",
     "write_plan",
 ]

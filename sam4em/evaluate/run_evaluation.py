@@ -15,13 +15,12 @@ import cc3d
 import numpy as np
 import pandas as pd
 
-from sam4em.config import dataset, split_slices
+from sam4em.config import dataset, probability_level, split_slices
 from sam4em.errors import InputDataError
 from sam4em.evaluate.instance_metrics import contingency, detection, f1, match, splits_and_merges
 from sam4em.evaluate.voxel_metrics import slice_consistency, voxel_scores
 from sam4em.io.atomic import write_bytes_atomic
 from sam4em.io.zarr_store import open_group
-from sam4em.postprocess.instances import probability_level
 from sam4em.predict.pred_store import LEVEL0
 
 
@@ -79,7 +78,7 @@ def evaluate_dataset(
         if cls not in labelled:
             continue
         truth = np.asarray(vol[f"labels/{cls}"][z.start : z.stop]) > 0
-        level = probability_level(config, cls)
+        level = probability_level(config, cls, probs.attrs.get("thresholds"))
         mask = np.asarray(probs[f"{cls}/{LEVEL0}"][z.start : z.stop]) >= level
         ids = np.asarray(inst[f"{cls}/{LEVEL0}"][z.start : z.stop])
         metrics, table = class_metrics(

@@ -82,6 +82,7 @@ def load_checkpoint(
     """
     payload = read_checkpoint(path)
     config_dict = dict(payload["model_config"])
+    config_dict.setdefault("high_res", False)  # written before the high-resolution path
     if base_checkpoint is not None:
         config_dict["checkpoint"] = str(base_checkpoint)
     config = ModelConfig.from_dict(config_dict)

@@ -10,14 +10,17 @@ from segment_anything.modeling.mask_decoder import MLP
 from segment_anything.modeling.transformer import TwoWayTransformer
 from torch import nn
 
+from sam4em.model.high_res import high_res_channels
+
 
 @dataclass
 class DecoderOutput:
     """What one decoding stage produces, at 4x the embedding resolution."""
 
-    logits: torch.Tensor  # (B, C, 4h, 4w) one multi-label logit map per class
+    logits: torch.Tensor  # (B, C, r*h, r*w) one multi-label logit map per class
     tokens: torch.Tensor  # (B, C, dim) the class tokens after the transformer
-    features: torch.Tensor  # (B, dim // 8, 4h, 4w) upscaled image features
+    features: torch.Tensor  # (B, dim // 8, r*h, r*w) upscaled image features
+    # r = 4 (tokens upscaled twice), or 8 with high-resolution features (a third step)
 
 
 class PromptFreeMaskDecoder(nn.Module):
@@ -26,7 +29,10 @@ class PromptFreeMaskDecoder(nn.Module):
     Module names follow segment-anything's ``MaskDecoder`` (``transformer``,
     ``mask_tokens``, ``output_upscaling``, ``output_hypernetworks_mlps``) so that SAM's
     weights load where shapes allow. With ``skip_features`` another stage's upscaled
-    features are added before the masks are formed (the H-SAM skip connection).
+    features are added before the masks are formed (the H-SAM skip connection). With
+    ``high_res`` the maps of a :class:`~sam4em.model.high_res.HighResPath` are added at
+    1/8 and 1/4 of the tile, and a final 3x3-conv step upscales to 1/2 of the tile, where
+    the 1/2 map joins in and the masks are formed.
     """
 
     def __init__(
@@ -38,6 +44,7 @@ class PromptFreeMaskDecoder(nn.Module):
         heads: int = 8,
         mlp_dim: int = 2048,
         skip_features: bool = False,
+        high_res: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -56,6 +63,35 @@ class PromptFreeMaskDecoder(nn.Module):
             MLP(dim, dim, dim // 8, 3) for _ in range(num_classes)
         )
         self.skip_proj = nn.Conv2d(dim // 8, dim // 8, kernel_size=1) if skip_features else None
+        self.high_res_proj = (
+            nn.ModuleList(nn.Conv2d(c, c, kernel_size=1) for c in high_res_channels(dim))
+            if high_res
+            else None
+        )
+        self.final_upscaling = (
+            nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.Conv2d(dim // 8, dim // 8, kernel_size=3, padding=1),
+                LayerNorm2d(dim // 8),
+                nn.GELU(),
+            )
+            if high_res
+            else None
+        )
+
+    def _upscale(
+        self, src: torch.Tensor, high_res: tuple[torch.Tensor, ...] | None
+    ) -> torch.Tensor:
+        """Tokens (B, dim, h, w) to features at 4x (8x with the high-resolution maps)."""
+        if high_res is None or self.high_res_proj is None or self.final_upscaling is None:
+            if high_res is not None:
+                raise ValueError("this decoder was built without high_res")
+            return self.output_upscaling(src)
+        up, (proj2, proj4, proj8) = self.output_upscaling, self.high_res_proj
+        half, quarter, eighth = high_res
+        x = up[2](up[1](up[0](src) + proj8(eighth)))
+        x = up[4](up[3](x) + proj4(quarter))
+        return self.final_upscaling(x) + proj2(half)
 
     def forward(
         self,
@@ -64,6 +100,7 @@ class PromptFreeMaskDecoder(nn.Module):
         sparse_prompts: torch.Tensor,
         dense_prompts: torch.Tensor,
         skip: torch.Tensor | None = None,
+        high_res: tuple[torch.Tensor, ...] | None = None,
     ) -> DecoderOutput:
         """Decode (B, dim, h, w) embeddings with (B, N, dim) sparse and dense prompts."""
         b, c, h, w = image_embeddings.shape
@@ -72,7 +109,7 @@ class PromptFreeMaskDecoder(nn.Module):
         src = image_embeddings + dense_prompts
         hs, src = self.transformer(src, image_pe.expand(b, -1, -1, -1), tokens)
         class_out = hs[:, : self.num_classes]
-        features = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        features = self._upscale(src.transpose(1, 2).reshape(b, c, h, w), high_res)
         if skip is not None:
             if self.skip_proj is None:
                 raise ValueError("this decoder was built without skip_features")

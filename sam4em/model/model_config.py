@@ -67,6 +67,7 @@ class ModelConfig:
     seed: int = 0  # initialisation of everything not loaded from the checkpoint
     encoder_trainable: str = "lora"  # "lora": base frozen + adapters; "all": full encoder
     two_stage: bool = True
+    high_res: bool = True  # the convolutional high-resolution path into both decoders
     lora: LoraSettings = field(default_factory=LoraSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.mask_decoder import MLP
 from torch import nn
@@ -26,7 +27,11 @@ class StagePromptGenerator(nn.Module):
         )
         self.token_proj = MLP(dim, dim, dim, 2)
 
-    def forward(self, stage1: DecoderOutput) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sparse (B, C, dim), dense (B, dim, h, w)) prompt embeddings for stage 2."""
-        dense = self.mask_downscaling(torch.sigmoid(stage1.logits))
+    def forward(self, stage1: DecoderOutput, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sparse (B, C, dim), dense (B, dim, grid, grid)) prompt embeddings for stage 2.
+
+        Stage-1 masks are pooled to 4 x ``grid`` (they are finer with high-res features).
+        """
+        probs = F.adaptive_avg_pool2d(torch.sigmoid(stage1.logits), 4 * grid)
+        dense = self.mask_downscaling(probs)
         return self.token_proj(stage1.tokens), dense

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import nn
 
+from sam4em.model.high_res import HighResPath
 from sam4em.model.image_encoder import EMImageEncoder, build_vit
 from sam4em.model.lora import add_lora
 from sam4em.model.mask_decoder import PromptFreeMaskDecoder
@@ -49,7 +50,8 @@ class SAM4EM(nn.Module):
 
     Entry points: ``forward`` (2D tiles, memory off), ``step`` (one slice with a memory
     bank the caller owns) and ``forward_sequence`` (slices in z order, memory on).
-    None of them takes labels.
+    None of them takes labels. With ``config.high_res`` a convolutional path feeds the
+    tile's fine detail into both decoders (see :mod:`sam4em.model.high_res`).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -60,11 +62,13 @@ class SAM4EM(nn.Module):
         self.image_encoder = EMImageEncoder(build_vit(vit, config.img_size))
         self.pe_layer = PositionEmbeddingRandom(dim // 2)
         self.no_mask_embed = nn.Embedding(1, dim)
+        self.high_res = HighResPath(dim=dim) if config.high_res else None
         decoder_args = {
             "dim": dim,
             "num_classes": n_cls,
             "heads": vit.decoder_heads,
             "mlp_dim": vit.decoder_mlp_dim,
+            "high_res": config.high_res,
         }
         self.decoder1 = PromptFreeMaskDecoder(**decoder_args)
         self.prompt_generator = StagePromptGenerator(dim, n_cls) if config.two_stage else None
@@ -95,26 +99,33 @@ class SAM4EM(nn.Module):
         """Image embeddings of grey tiles (B, 1, S, S), values 0..255."""
         return self.image_encoder(images)
 
-    def decode(self, embeddings: torch.Tensor) -> SegmentationOutput:
+    def high_res_features(self, images: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """The high-resolution maps of the tiles (None for a model without the path)."""
+        return None if self.high_res is None else self.high_res(images)
+
+    def decode(
+        self, embeddings: torch.Tensor, high_res: tuple[torch.Tensor, ...] | None = None
+    ) -> SegmentationOutput:
         """Both decoding stages on (possibly memory-conditioned) embeddings."""
         b = embeddings.shape[0]
         pe = self.image_pe()
         sparse = embeddings.new_zeros((b, 0, embeddings.shape[1]))
         dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        out1 = self.decoder1(embeddings, pe, sparse, dense)
+        out1 = self.decoder1(embeddings, pe, sparse, dense, high_res=high_res)
         out2 = out1
         if self.decoder2 is not None and self.prompt_generator is not None:
-            sparse2, dense2 = self.prompt_generator(out1)
-            out2 = self.decoder2(embeddings, pe, sparse2, dense2, skip=out1.features)
+            sparse2, dense2 = self.prompt_generator(out1, embeddings.shape[-1])
+            out2 = self.decoder2(
+                embeddings, pe, sparse2, dense2, skip=out1.features, high_res=high_res
+            )
         size = (self.config.img_size, self.config.img_size)
         up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)  # noqa: E731
-        return SegmentationOutput(
-            stage1=up(out1.logits), stage2=up(out2.logits), low_res=out2.logits
-        )
+        low_res = F.adaptive_avg_pool2d(out2.logits, 4 * embeddings.shape[-1])
+        return SegmentationOutput(stage1=up(out1.logits), stage2=up(out2.logits), low_res=low_res)
 
     def forward(self, images: torch.Tensor) -> SegmentationOutput:
         """2D forward of a batch of tiles, memory off."""
-        return self.decode(self.encode(images))
+        return self.decode(self.encode(images), self.high_res_features(images))
 
     def new_memory(self) -> MemoryBank:
         """An empty memory bank sized for this model."""
@@ -123,7 +134,8 @@ class SAM4EM(nn.Module):
     def step(self, images: torch.Tensor, bank: MemoryBank) -> SegmentationOutput:
         """Segment one slice's tiles (B, 1, S, S) using ``bank``, then store this slice in it."""
         embeddings = self.encode(images)
-        output = self.decode(self.memory_attention(embeddings, self.image_pe(), bank))
+        conditioned = self.memory_attention(embeddings, self.image_pe(), bank)
+        output = self.decode(conditioned, self.high_res_features(images))
         bank.push(self.memory_encoder(embeddings, torch.sigmoid(output.low_res.detach())))
         return output
 

@@ -17,24 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sam4em.config import class_setting, probability_level
 from sam4em.io.atomic import create_directory_once, write_bytes_atomic
 from sam4em.io.zarr_store import create_array, ome_attrs, open_group
 from sam4em.postprocess.block_components import blockwise_components, grid_boxes
 from sam4em.predict.pred_store import LEVEL0
 from sam4em.progress import progress
-
-
-def class_setting(value: Any, cls: str, default: Any) -> Any:
-    """A per-class setting given either as one value or as ``{class: value}``."""
-    if isinstance(value, dict):
-        return value.get(cls, default)
-    return default if value is None else value
-
-
-def probability_level(config: dict[str, Any], cls: str) -> int:
-    """The uint8 probability at or above which a voxel belongs to ``cls``."""
-    threshold = float(class_setting(config["components"]["threshold"], cls, 0.5))
-    return int(np.ceil(threshold * 255))
 
 
 def components_for_class(
@@ -46,9 +34,10 @@ def components_for_class(
 ) -> pd.DataFrame:
     """Threshold, label block-wise, filter; write the instance array and object table."""
     settings = config["components"]
-    probs = open_group(pred)[f"{cls}/{LEVEL0}"]
+    pred_root = open_group(pred)
+    probs = pred_root[f"{cls}/{LEVEL0}"]
     shape, chunks = probs.shape, probs.chunks
-    level = probability_level(config, cls)
+    level = probability_level(config, cls, pred_root.attrs.get("thresholds"))
     block = settings["block_shape"] or config["inference"]["block_shape"]
     out = Path(out)
     voxel = list(open_group(pred).attrs.get("voxel_size_nm", [1.0, 1.0, 1.0]))

@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam4em.blocks.plan import Block, load_plan, touching_tiles
+from sam4em.blocks.plan import Block, load_plan, scaled_window, touching_tiles
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint
 from sam4em.model.lora import merge_lora
 from sam4em.predict.pred_store import LEVEL0, ensure_pred_store, store_identity
-from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
+from sam4em.predict.stack_predictor import PlaneWindow, PredictSettings, StackPredictor
 from sam4em.progress import progress
 
 log = logging.getLogger(__name__)
@@ -42,25 +42,43 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def predict_settings(inference: dict[str, Any]) -> PredictSettings:
+def predict_settings(inference: dict[str, Any], scale: float = 1.0) -> PredictSettings:
     """The tiling and batching settings of the ``inference`` config block."""
     return PredictSettings(
         tile_overlap=inference["tile_overlap"],
         window=inference["window"],
         max_batch=inference["max_batch"],
         both_ways=inference["both_ways"],
+        scale=scale,
+        tta=inference["tta"],
     )
 
 
-def block_origins(block: Block, shape: tuple[int, ...], tile: int, overlap: int) -> list:
-    """Corners, relative to the read box, of the lattice tiles touching the core."""
+def block_window(
+    block: Block, shape: tuple[int, ...], tile: int, overlap: int, scale: float
+) -> tuple[PlaneWindow, list[tuple[int, int]]]:
+    """The block's place in the volume plane, and the corners (relative to its model box)
+    of the lattice tiles it runs (see :func:`sam4em.blocks.plan.scaled_window`)."""
     stride = tile - overlap
+    spans = [
+        scaled_window(shape[ax], tile, stride, scale, block.core.start[ax], block.core.stop[ax])
+        for ax in (1, 2)
+    ]
+    (my0, my1), (mx0, mx1) = (model for model, _ in spans)
+    window = PlaneWindow(
+        plane=(shape[1], shape[2]),
+        scale=scale,
+        read_origin=(block.read.start[1], block.read.start[2]),
+        model_box=(my0, my1, mx0, mx1),
+        core_box=(block.core.start[1], block.core.stop[1], block.core.start[2], block.core.stop[2]),
+    )
+    ny, nx = window.model_plane
 
-    def along(ax: int) -> list[int]:
-        a, b = block.core.start[ax], block.core.stop[ax]
-        return [t - block.read.start[ax] for t in touching_tiles(shape[ax], tile, stride, a, b)]
+    def along(n: int, a: int, b: int) -> list[int]:
+        return [t - a for t in touching_tiles(n, tile, stride, a, b)]
 
-    return [(y, x) for y in along(1) for x in along(2)]
+    origins = [(y, x) for y in along(ny, my0, my1) for x in along(nx, mx0, mx1)]
+    return window, origins
 
 
 def _file_identity(path: Path) -> dict[str, Any]:
@@ -103,7 +121,8 @@ def predict_block(
     if block_id not in blocks:
         raise InputDataError(f"{plan}: no block '{block_id}' ({len(blocks)} blocks planned)")
     block, geometry = blocks[block_id], plan_data["settings"]
-    settings = predict_settings(inference | {"tile_overlap": geometry["tile_overlap"]})
+    scale = float(geometry.get("scale", 1.0))
+    settings = predict_settings(inference | {"tile_overlap": geometry["tile_overlap"]}, scale)
     job_id = _job_identity(checkpoint, block, settings)
     if done.is_file() and json.loads(done.read_text()).get("job") == job_id:
         log.info("block %s is done already (%s); skipped", block_id, done)
@@ -116,10 +135,14 @@ def predict_block(
     if list(raw.shape) != plan_data["volume_shape"]:
         raise InputDataError(f"{plan}: planned for shape {plan_data['volume_shape']}, "
                              f"{volume} has {list(raw.shape)}")  # fmt: skip
-    model, _ = load_checkpoint(checkpoint, base_checkpoint=base_checkpoint)
+    model, payload = load_checkpoint(checkpoint, base_checkpoint=base_checkpoint)
     if model.config.img_size != geometry["tile_size"]:
         raise InputDataError(f"{checkpoint}: model tiles are {model.config.img_size} px, "
                              f"the plan was made for {geometry['tile_size']} px")  # fmt: skip
+    trained_scale = float(payload["extra"].get("scale", 1.0))
+    if trained_scale != scale:
+        raise InputDataError(f"{checkpoint}: the model was trained at tiling.scale "
+                             f"{trained_scale}, the plan is for scale {scale}")  # fmt: skip
     merge_lora(model.image_encoder.vit)
     predictor = StackPredictor(model, settings, pick_device(inference["device"]))
     classes = list(model.config.classes)
@@ -130,23 +153,27 @@ def predict_block(
     z0 = block.warmup[0]
     z1 = min(raw.shape[0], cz1 + (cz0 - z0)) if settings.both_ways else cz1
     stack = np.asarray(raw[z0:z1, ry0:ry1, rx0:rx1])
-    origins = block_origins(block, raw.shape, geometry["tile_size"], geometry["tile_overlap"])
+    window, origins = block_window(
+        block, raw.shape, geometry["tile_size"], geometry["tile_overlap"], scale
+    )
     arrays = [store[f"{c}/{LEVEL0}"] for c in classes]
-    core = (slice(cy0 - ry0, cy1 - ry0), slice(cx0 - rx0, cx1 - rx0))
+    thresholds = payload["extra"].get("thresholds")
+    if thresholds and store.attrs.get("thresholds") != thresholds:
+        store.attrs["thresholds"] = thresholds  # the same for every block of one model
 
     def write(z: int, probs: np.ndarray) -> None:
         values = np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8)
         for array, v in zip(arrays, values, strict=True):
-            array[z, cy0:cy1, cx0:cx1] = v[core]
+            array[z, cy0:cy1, cx0:cx1] = v
 
     total = (z1 - z0) * (2 if settings.both_ways else 1)
     with progress(total=total, desc=f"block {block_id}", unit="slice") as bar:
         if settings.both_ways:
-            probs = predictor.predict(stack, origins, on_slice=lambda: bar.update(1))
+            probs = predictor.predict(stack, origins, lambda: bar.update(1), window)
             for z in range(cz0, cz1):
                 write(z, probs[:, z - z0])
         else:
-            for k, p in predictor.run_pass(stack, range(len(stack)), origins):
+            for k, p in predictor.run_window(stack, range(len(stack)), origins, window):
                 if z0 + k >= cz0:
                     write(z0 + k, p)
                 bar.update(1)

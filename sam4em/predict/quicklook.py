@@ -24,16 +24,21 @@ def overlay(raw: np.ndarray, masks: dict[str, np.ndarray], alpha: float = 0.45) 
 
 
 def draw_quicklook(
-    raw: Any, probs: dict[str, Any], slices: list[int], out: str | os.PathLike[str]
+    raw: Any,
+    probs: dict[str, Any],
+    levels: dict[str, int],
+    slices: list[int],
+    out: str | os.PathLike[str],
 ) -> Path:
-    """Write a PNG with one row per slice: raw, and raw with probability > 0.5 overlaid."""
+    """Write a PNG with one row per slice: raw, and raw with each class's mask (uint8
+    probability at or above its level) overlaid."""
     plt = pyplot()
     from matplotlib.patches import Patch
 
     fig, axes = plt.subplots(len(slices), 2, figsize=(8, 4 * len(slices)), squeeze=False)
     for row, z in zip(axes, slices, strict=True):
         image = np.asarray(raw[z])
-        masks = {c: np.asarray(p[z]) > 127 for c, p in probs.items()}
+        masks = {c: np.asarray(p[z]) >= levels[c] for c, p in probs.items()}
         row[0].imshow(image, cmap="gray", vmin=0, vmax=255)
         row[0].set_title(f"slice {z}")
         row[1].imshow(overlay(image, masks))

@@ -3,6 +3,11 @@
 All tiles of a slice go through the model together (in chunks of ``max_batch``); each
 chunk of tile positions keeps its own memory bank, so a tile's memory holds the same XY
 window on the previous slices. Outputs are per-class probabilities in [0, 1].
+
+A model trained at ``tiling.scale`` != 1 runs on the volume resampled to its grid, and
+its probabilities are resampled back onto the volume's pixels (:class:`PlaneWindow`).
+With ``tta`` every tile also goes through the model flipped and rotated (the eight
+symmetries of the square, each with its own memory), and the answers are averaged.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sam4em.model.memory_bank import MemoryBank
 from sam4em.model.sam4em_model import SAM4EM
 from sam4em.predict.blending import blend_window, slice_tiles
+from sam4em.tiling.resample import resample, resample_image, scaled_length
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,47 @@ class PredictSettings:
     max_batch: int = 16
     memory: bool = True  # False: every slice alone (2D)
     both_ways: bool = False  # average a pass down the stack with a pass up
+    scale: float = 1.0  # the model's pixel grid relative to the volume's (tiling.scale)
+    tta: bool = False  # average over the 8 flips/rotations of each tile
+
+
+@dataclass(frozen=True)
+class PlaneWindow:
+    """Where a stack lies in its volume's (Y, X) plane, and what to make of it.
+
+    ``model_box`` (y0, y1, x0, x1) is the part of the model grid to run (the volume
+    plane resampled by ``scale``), ``core_box`` the volume pixels to return.
+    """
+
+    plane: tuple[int, int]
+    scale: float
+    read_origin: tuple[int, int]
+    model_box: tuple[int, int, int, int]
+    core_box: tuple[int, int, int, int]
+
+    @property
+    def model_plane(self) -> tuple[int, int]:
+        """(Y, X) of the whole plane on the model grid."""
+        return (scaled_length(self.plane[0], self.scale), scaled_length(self.plane[1], self.scale))
+
+    @classmethod
+    def whole(cls, plane: tuple[int, int], scale: float) -> PlaneWindow:
+        """The whole plane, read from its origin."""
+        ny, nx = scaled_length(plane[0], scale), scaled_length(plane[1], scale)
+        return cls(plane, scale, (0, 0), (0, ny, 0, nx), (0, plane[0], 0, plane[1]))
+
+
+def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Symmetry ``k`` (0..7) of the square on the last two axes: k % 4 quarter turns,
+    then a flip when k >= 4."""
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+
+
+def _undo_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Inverse of :func:`_dihedral`."""
+    x = torch.flip(x, dims=(-1,)) if k >= 4 else x
+    return torch.rot90(x, -(k % 4), dims=(-2, -1))
 
 
 def _pad(image: np.ndarray, size: int) -> np.ndarray:
@@ -53,6 +101,42 @@ class StackPredictor:
             self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
         )
 
+    def _tile_probs(self, tiles: torch.Tensor, bank: MemoryBank) -> torch.Tensor:
+        """Probabilities (B, C, S, S) of tiles (B, 1, S, S), averaged over the symmetries
+        with ``tta`` (the bank then holds the memories of all of them)."""
+        views = range(8) if self.settings.tta else range(1)
+        batch = torch.cat([_dihedral(tiles, k) for k in views])
+        with self._autocast():
+            if self.settings.memory:
+                logits = self.model.step(batch, bank).final
+            else:
+                logits = self.model(batch).final
+        probs = torch.sigmoid(logits.float()).chunk(len(views))
+        return torch.stack([_undo_dihedral(p, k) for k, p in zip(views, probs, strict=True)]).mean(
+            0
+        )
+
+    def run_window(
+        self,
+        stack: np.ndarray,
+        order: Iterable[int],
+        origins: list[tuple[int, int]],
+        window: PlaneWindow,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """:meth:`run_pass` on the model grid: ``stack`` (read from ``window.read_origin``
+        of the volume plane) is resampled onto ``window.model_box``, ``origins`` are
+        relative to that box, and each slice's probabilities come back resampled onto
+        ``window.core_box`` of the volume plane."""
+        model_plane, (my0, _, mx0, _) = window.model_plane, window.model_box
+        scaled = np.stack(
+            [
+                resample_image(im, window.plane, model_plane, window.read_origin, window.model_box)
+                for im in stack
+            ]
+        )
+        for k, probs in self.run_pass(scaled, order, origins):
+            yield k, resample(probs, model_plane, window.plane, (my0, mx0), window.core_box)
+
     @torch.inference_mode()
     def run_pass(
         self, stack: np.ndarray, order: Iterable[int], origins: list[tuple[int, int]]
@@ -77,13 +161,7 @@ class StackPredictor:
             norm = torch.zeros(image.shape, device=self.device)
             for chunk, bank in zip(chunks, banks, strict=True):
                 tiles = torch.stack([image[y : y + s, x : x + s] for y, x in chunk])
-                tiles = tiles[:, None].float()
-                with self._autocast():
-                    if self.settings.memory:
-                        logits = self.model.step(tiles, bank).final
-                    else:
-                        logits = self.model(tiles).final
-                probs = torch.sigmoid(logits.float())
+                probs = self._tile_probs(tiles[:, None].float(), bank)
                 for (y, x), p in zip(chunk, probs, strict=True):
                     acc[:, y : y + s, x : x + s] += p * self.weight
                     norm[y : y + s, x : x + s] += self.weight
@@ -95,24 +173,32 @@ class StackPredictor:
         stack: np.ndarray,
         origins: list[tuple[int, int]] | None = None,
         on_slice: Callable[[], None] | None = None,
+        window: PlaneWindow | None = None,
     ) -> np.ndarray:
-        """(C, Z, Y, X) float32 probabilities for a (Z, Y, X) stack, memory in z order.
+        """(C, Z, y, x) float32 probabilities for a (Z, Y, X) stack, memory in z order.
 
-        ``origins``: (y, x) corners of the model tiles in the stack (default: overlapping
-        tiles covering it); pixels no tile covers stay 0. With ``both_ways`` the stack is
-        also run from the last slice to the first and the two passes are averaged.
+        ``window``: where the stack lies in its volume and which pixels to return
+        (default: the whole stack is the volume, at ``settings.scale``). ``origins``:
+        (y, x) corners of the model tiles relative to the window's model box (default:
+        overlapping tiles covering it); pixels no tile covers stay 0. With ``both_ways``
+        the stack is also run from the last slice to the first and the passes averaged.
         ``on_slice`` is called after every slice (progress).
         """
         if stack.ndim != 3:
             raise ValueError(f"expected a (z, y, x) stack, got shape {stack.shape}")
-        z, height, width = stack.shape
+        z = stack.shape[0]
+        window = window or PlaneWindow.whole(stack.shape[1:], self.settings.scale)
+        my0, my1, mx0, mx1 = window.model_box
+        cy0, cy1, cx0, cx1 = window.core_box
         s = self.size
         if origins is None:
-            origins = slice_tiles(max(height, s), max(width, s), s, self.settings.tile_overlap)
-        out = np.zeros((self.n_classes, z, height, width), dtype=np.float32)
+            origins = slice_tiles(
+                max(my1 - my0, s), max(mx1 - mx0, s), s, self.settings.tile_overlap
+            )
+        out = np.zeros((self.n_classes, z, cy1 - cy0, cx1 - cx0), dtype=np.float32)
         orders = [range(z)] + ([range(z - 1, -1, -1)] if self.settings.both_ways else [])
         for order in orders:
-            for k, probs in self.run_pass(stack, order, origins):
+            for k, probs in self.run_window(stack, order, origins, window):
                 out[:, k] += probs / len(orders)
                 if on_slice is not None:
                     on_slice()

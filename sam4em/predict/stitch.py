@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from sam4em.blocks.plan import load_plan
+from sam4em.config import probability_level
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.zarr_store import create_array, ome_attrs, open_group
@@ -43,8 +44,10 @@ def stitch(
     markers: str | os.PathLike[str],
     summary: str | os.PathLike[str],
     figure: str | os.PathLike[str],
+    config: dict[str, Any],
 ) -> dict[str, Any]:
-    """Check completeness, write the downsampled level, the summary JSON and the figure."""
+    """Check completeness, write the downsampled level, the summary JSON and the figure
+    (masks cut at the class's :func:`~sam4em.config.probability_level`)."""
     import zarr
 
     missing = missing_blocks(plan, markers)
@@ -57,6 +60,7 @@ def stitch(
     raw, voxel = vol["raw"], vol.attrs["sam4em"]["voxel_size_nm"]
     root = open_group(pred, mode="r+")
     classes = root.attrs["sam4em"]["classes"]
+    levels = {c: probability_level(config, c, root.attrs.get("thresholds")) for c in classes}
     stats: dict[str, dict[str, float]] = {}
     for cls in classes:
         group = root[cls]
@@ -71,15 +75,16 @@ def stitch(
             plane = np.asarray(level0[z])
             level1[z] = _downsample(plane[None], FACTOR)[0]
             total += float(plane.mean())
-            above += int((plane > 127).sum())
+            above += int((plane >= levels[cls]).sum())
         group.attrs["ome"] = ome_attrs(cls, [LEVEL0, "1"], voxel, [1, FACTOR])
         stats[cls] = {
             "mean_probability": round(total / shape[0] / 255, 5),
-            "fraction_above_half": round(above / float(np.prod(shape)), 5),
+            "threshold": round(levels[cls] / 255, 4),
+            "fraction_above_threshold": round(above / float(np.prod(shape)), 5),
         }
     zarr.consolidate_metadata(str(pred))
     slices = sorted({0, raw.shape[0] // 2, raw.shape[0] - 1})
-    draw_quicklook(raw, {c: root[f"{c}/{LEVEL0}"] for c in classes}, slices, figure)
+    draw_quicklook(raw, {c: root[f"{c}/{LEVEL0}"] for c in classes}, levels, slices, figure)
     record = {
         "volume": str(volume),
         "pred": str(pred),

@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sam4em.config import dataset, split_slices
+from sam4em.config import dataset, probability_level, split_slices
 from sam4em.io.atomic import write_bytes_atomic
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import read_checkpoint
-from sam4em.postprocess.instances import probability_level
 from sam4em.predict.pred_store import LEVEL0
 from sam4em.report import figures
 
@@ -124,7 +123,7 @@ def build_report(
     for cls in dict.fromkeys(metrics["class"]):
         truth = np.asarray(vol[f"labels/{cls}"][z.start : z.stop]) > 0
         k = int(np.argmax(truth.sum(axis=(1, 2))))
-        level = probability_level(config, cls)
+        level = probability_level(config, cls, pred.attrs.get("thresholds"))
         mask = np.asarray(pred[f"{cls}/{LEVEL0}"][z.start + k]) >= level
         raw = np.asarray(vol["raw"][z.start + k])
         path = figures.overlays(

@@ -6,10 +6,18 @@
     labels     (N, C, S, S) uint8 0/1   classes in config order; unlabelled classes stay 0
     presence   (N, C) float32           fraction of the tile's pixels in each class
     origin     (N, 3) int32             z (volume slice), y, x (after scaling) of the tile
+    scored     (N,) uint8               1: a tile of the split; 0: a raw-only context tile
     sequences  (M, T) int32             indices into images: T consecutive slices, same y, x
 
+The val split also stores, as context, the T - 1 raw slices before each of its slices
+(their labels are never read, their label tiles stay 0), and its sequences are the
+windows that end at a val slice: stage-2 validation then warms the memory up exactly as
+inference does, and scores only each window's last slice. Other splits have no context
+and every window of T slices inside the split.
+
 Attributes record the split, slices, tile size, stride, scale, classes, which classes
-are labelled, and the sequence length T (clamped to the number of slices in the split).
+are labelled, the context slices and the sequence length T (clamped to the slices
+available).
 """
 
 from __future__ import annotations
@@ -19,26 +27,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from skimage.transform import resize
 
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import atomic_directory
 from sam4em.io.zarr_store import create_array, open_group
 from sam4em.progress import progress
 from sam4em.tiling.grid import tile_starts
+from sam4em.tiling.resample import resample, resample_image, scaled_length
 
 
 def rescale_slice(image: np.ndarray, scale: float, is_mask: bool) -> np.ndarray:
-    """Resize a 2D slice by ``scale``; masks are resampled linearly and thresholded at 0.5."""
+    """Resize a 2D slice by ``scale`` (see :mod:`sam4em.tiling.resample`); masks are
+    resampled as fractions and thresholded at 0.5."""
     if scale == 1.0:
         return image
-    shape = tuple(max(1, round(s * scale)) for s in image.shape)
+    shape = (scaled_length(image.shape[0], scale), scaled_length(image.shape[1], scale))
     if is_mask:
-        return (
-            resize(image.astype(np.float32), shape, order=1, anti_aliasing=False) >= 0.5
-        ).astype(np.uint8)
-    out = resize(image, shape, order=1, anti_aliasing=scale < 1.0, preserve_range=True)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+        return (resample(image, image.shape, shape) >= 0.5).astype(np.uint8)
+    return resample_image(image, image.shape, shape)
 
 
 def _pad_to(image: np.ndarray, size: int) -> np.ndarray:
@@ -70,11 +76,14 @@ def write_tiles(
             f"volume ({nz} slices)"
         )
     size, stride, scale = tiling["tile_size"], tiling["stride"], float(tiling["scale"])
-    scaled_yx = rescale_slice(np.zeros(raw.shape[1:], np.uint8), scale, False).shape
+    scaled_yx = (scaled_length(raw.shape[1], scale), scaled_length(raw.shape[2], scale))
     ys, xs = tile_starts(scaled_yx[0], size, stride), tile_starts(scaled_yx[1], size, stride)
     per_slice = len(ys) * len(xs)
-    n = len(slices) * per_slice
-    seq_len = min(int(tiling["sequence_length"]), len(slices))
+    wanted = int(tiling["sequence_length"])
+    first = max(0, slices.start - (wanted - 1)) if split == "val" else slices.start
+    context = slices.start - first
+    seq_len = min(wanted, len(slices) + context)
+    n = (len(slices) + context) * per_slice
     n_classes = len(classes)
 
     with atomic_directory(out) as tmp:
@@ -85,11 +94,12 @@ def write_tiles(
         )
         presence = np.zeros((n, n_classes), np.float32)
         origin = np.zeros((n, 3), np.int32)
-        for si, z in enumerate(progress(slices, desc=f"tile {split}", unit="slice", leave=False)):
+        z_all = range(first, slices.stop)
+        for si, z in enumerate(progress(z_all, desc=f"tile {split}", unit="slice", leave=False)):
             img = _pad_to(rescale_slice(np.asarray(raw[z]), scale, False), size)
             lab = np.zeros((n_classes, *img.shape), np.uint8)
             for ci, cls in enumerate(classes):
-                if cls in labelled:
+                if cls in labelled and z in slices:
                     mask = rescale_slice(np.asarray(root["labels"][cls][z]), scale, True)
                     lab[ci] = _pad_to(mask, size)
             idx = si * per_slice
@@ -101,7 +111,10 @@ def write_tiles(
             origin[idx : idx + per_slice] = [(z, y, x) for y in ys for x in xs]
         grp.create_array("presence", data=presence, chunks=presence.shape)
         grp.create_array("origin", data=origin, chunks=origin.shape)
-        starts = range(0, len(slices) - seq_len + 1)
+        scored = np.repeat((np.arange(len(z_all)) >= context).astype(np.uint8), per_slice)
+        grp.create_array("scored", data=scored, chunks=scored.shape)
+        # windows of seq_len slices; with context, those that end at a slice of the split
+        starts = range(max(0, context - seq_len + 1), len(z_all) - seq_len + 1)
         seqs = np.array(
             [
                 [(s0 + t) * per_slice + p for t in range(seq_len)]
@@ -115,6 +128,7 @@ def write_tiles(
             "dataset": meta["dataset"],
             "split": split,
             "slices": [slices.start, slices.stop - 1],
+            "context_slices": context,
             "tile_size": size,
             "stride": stride,
             "scale": scale,

@@ -1,7 +1,8 @@
 """Augmentations of training examples; every slice of a sequence gets the same transform.
 
-Flips, 90-degree rotations, intensity changes (brightness, contrast, gamma) and a mild
-elastic deformation (a smooth random displacement field, a few pixels in size).
+Flips, 90-degree rotations, intensity changes (brightness, contrast, gamma), a mild
+elastic deformation (a smooth random displacement field, a few pixels in size) and, for
+sequences, reversal along z (so a memory pass up the stack is in distribution too).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class AugmentSettings:
     elastic_p: float = 0.25  # probability of an elastic deformation
     elastic_alpha: float = 4.0  # displacement in pixels
     elastic_sigma: float = 10.0  # smoothness of the displacement field in pixels
+    z_reverse: bool = True  # sequences: reverse the slice order half of the time
 
 
 def _elastic(images: np.ndarray, labels: np.ndarray, s: AugmentSettings, rng: np.random.Generator):
@@ -44,6 +46,8 @@ def augment(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Augment images (T, S, S) and labels (T, C, S, S) together; returns float32 images."""
     images = images.astype(np.float32)
+    if s.z_reverse and len(images) > 1 and rng.random() < 0.5:
+        images, labels = images[::-1], labels[::-1]
     if s.flip and rng.random() < 0.5:
         images, labels = images[..., ::-1], labels[..., ::-1]
     if s.flip and rng.random() < 0.5:

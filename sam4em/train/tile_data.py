@@ -19,6 +19,8 @@ class TileSet:
     """Examples from one or more tile stores: single tiles (T=1) or z-sequences (T>1).
 
     An example is ``(images (T, S, S) uint8, labels (T, C, S, S) uint8, labelled (C,) bool)``.
+    Single tiles come from the split's own slices; a val store's sequences may begin with
+    raw-only context slices (see :mod:`sam4em.tiling.tiles`), so val scores the last slice.
     """
 
     def __init__(self, stores: list[str | os.PathLike[str]], sequences: bool) -> None:
@@ -27,7 +29,7 @@ class TileSet:
         self.groups = []
         self.index: list[tuple[int, np.ndarray]] = []  # (store, tile indices of one example)
         presence: list[np.ndarray] = []
-        self.slices: list[tuple[str, int]] = []  # (dataset, z) of every tile used
+        self.slices: list[tuple[str, int]] = []  # (dataset, z) of the splits' own slices
         classes = None
         for si, path in enumerate(stores):
             group = zarr.open_group(str(path), mode="r")
@@ -39,16 +41,26 @@ class TileSet:
             classes = meta["classes"]
             origin = np.asarray(group["origin"])
             tile_presence = np.asarray(group["presence"])
-            rows = np.asarray(group["sequences"]) if sequences else np.arange(len(origin))[:, None]
+            scored = np.asarray(group["scored"]) > 0 if "scored" in group else None
+            if sequences:
+                rows = np.asarray(group["sequences"])
+            else:  # single tiles: those of the split, never raw-only context
+                rows = np.flatnonzero(scored if scored is not None else origin[:, 0] >= 0)
+                rows = rows[:, None]
             for row in rows:
                 self.index.append((si, row))
                 presence.append(tile_presence[row].max(axis=0))
-            self.slices += [(meta["dataset"], int(z)) for z in np.unique(origin[:, 0])]
+            own = origin[scored] if scored is not None else origin
+            self.slices += [(meta["dataset"], int(z)) for z in np.unique(own[:, 0])]
             labelled = np.array([c in meta["labelled_classes"] for c in classes])
             self.groups.append((group, labelled, meta))
         self.classes: list[str] = list(classes or [])
         self.presence = np.stack(presence) if presence else np.zeros((0, len(self.classes)))
         self.splits = sorted({meta["split"] for _, _, meta in self.groups})
+        scales = {float(meta.get("scale", 1.0)) for _, _, meta in self.groups}
+        if len(scales) > 1:
+            raise InputDataError(f"tile stores of different tiling.scale {sorted(scales)}")
+        self.scale: float = scales.pop()
 
     def __len__(self) -> int:
         return len(self.index)

@@ -27,14 +27,14 @@ import numpy as np
 import torch
 
 from sam4em.io.atomic import write_bytes_atomic
-from sam4em.model.checkpoint import save_checkpoint, trainable_state
+from sam4em.model.checkpoint import read_checkpoint, save_checkpoint, trainable_state
 from sam4em.model.sam4em_model import SAM4EM, SegmentationOutput
 from sam4em.progress import progress
 from sam4em.train.augment import augment
 from sam4em.train.history import write_curves, write_history
 from sam4em.train.losses import bce_dice
 from sam4em.train.sampler import BalancedSampler
-from sam4em.train.schedule import lr_factor
+from sam4em.train.schedule import lr_factor, run_progress
 from sam4em.train.settings import StageSettings
 from sam4em.train.tile_data import TileSet
 
@@ -116,7 +116,50 @@ def _loss(
     return w1 * l1 + w2 * l2, float(l1.detach()), float(l2.detach())
 
 
+# probability levels among which the per-class thresholds are chosen on val
+THRESHOLD_LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+
 @torch.no_grad()
+def val_dice_table(
+    model: torch.nn.Module,
+    data: TileSet,
+    s: StageSettings,
+    device: torch.device,
+    predict: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
+    levels: tuple[float, ...] = (0.5,),
+) -> dict[str, np.ndarray]:
+    """Per-class Dice, one value per probability level, of the last slice of each example.
+
+    ``predict`` maps images (B, T, 1, S, S) to logits (B, C, S, S) per slice; the default
+    runs ``model`` as a SAM4EM of stage ``s.stage``. Only the last slice of an example is
+    scored (earlier slices of a val window are its warm-up). Classes no example labels
+    are left out. The model is in eval mode meanwhile.
+    """
+    if predict is None:
+        predict = lambda x: [o.final for o in _run(model, x, s.stage)]  # noqa: E731
+    was_training = model.training
+    model.eval()
+    n_cls, cut = len(data.classes), torch.tensor(levels)[:, None, None, None, None]
+    inter = torch.zeros((n_cls, len(levels)), dtype=torch.float64)
+    total = torch.zeros_like(inter)
+    seen = torch.zeros(n_cls, dtype=torch.bool)
+    for start in range(0, len(data), s.batch_size):
+        idx = np.arange(start, min(start + s.batch_size, len(data)))
+        images, labels, labelled = make_batch(data, idx, s, None)
+        with _autocast(device):
+            probs = torch.sigmoid(predict(images.to(device))[-1].float()).cpu()
+        pred = probs[None] >= cut  # (K, B, C, S, S)
+        mask = labelled[None, :, :, None, None]
+        target = labels[:, -1].bool()[None]
+        inter += (pred & target & mask).sum(dim=(1, 3, 4)).T.double()
+        total += ((pred & mask).sum(dim=(1, 3, 4)) + (target & mask).sum(dim=(1, 3, 4))).T.double()
+        seen |= labelled.any(dim=0)
+    model.train(was_training)
+    dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+    return {c: dice[i].numpy() for i, c in enumerate(data.classes) if seen[i]}
+
+
 def evaluate_dice(
     model: torch.nn.Module,
     data: TileSet,
@@ -124,35 +167,18 @@ def evaluate_dice(
     device: torch.device,
     predict: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
 ) -> dict[str, float]:
-    """Per-class Dice of thresholded final predictions over every example of ``data``.
+    """Per-class Dice at probability 0.5 (see :func:`val_dice_table`)."""
+    table = val_dice_table(model, data, s, device, predict)
+    return {c: float(v[0]) for c, v in table.items()}
 
-    ``predict`` maps images (B, T, 1, S, S) to logits (B, C, S, S) per slice; the default
-    runs ``model`` as a SAM4EM of stage ``s.stage``. The model is in eval mode meanwhile.
-    """
-    if predict is None:
-        predict = lambda x: [o.final for o in _run(model, x, s.stage)]  # noqa: E731
-    was_training = model.training
-    model.eval()
-    inter = torch.zeros(len(data.classes), dtype=torch.float64)
-    total = torch.zeros_like(inter)
-    seen = torch.zeros(len(data.classes), dtype=torch.bool)
-    for start in range(0, len(data), s.batch_size):
-        idx = np.arange(start, min(start + s.batch_size, len(data)))
-        images, labels, labelled = make_batch(data, idx, s, None)
-        with _autocast(device):
-            logits = predict(images.to(device))
-        for t, out in enumerate(logits):
-            pred = (out.float() > 0).cpu()
-            target = labels[:, t].bool()
-            mask = labelled[:, :, None, None]
-            inter += (pred & target & mask).sum(dim=(0, 2, 3)).double()
-            total += (
-                (pred & mask).sum(dim=(0, 2, 3)) + (target & mask).sum(dim=(0, 2, 3))
-            ).double()
-        seen |= labelled.any(dim=0)
-    model.train(was_training)
-    dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
-    return {c: float(dice[i]) for i, c in enumerate(data.classes) if seen[i]}
+
+def choose_thresholds(table: dict[str, np.ndarray], levels: tuple[float, ...]) -> dict[str, float]:
+    """Per class, the level of best val Dice (ties: the one nearest 0.5)."""
+    out = {}
+    for c, dice in table.items():
+        best = np.flatnonzero(dice >= dice.max() - 1e-6)
+        out[c] = float(levels[min(best, key=lambda i: abs(levels[i] - 0.5))])
+    return out
 
 
 def _autocast(device: torch.device) -> torch.autocast:
@@ -177,6 +203,22 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def _store_thresholds(
+    model: SAM4EM, best_path: Path, val: TileSet, s: StageSettings, device: torch.device
+) -> dict[str, float]:
+    """Load the best weights, choose per-class thresholds on val, store them with them."""
+    payload = read_checkpoint(best_path)
+    model.load_state_dict(payload["state_dict"], strict=False)
+    table = val_dice_table(model, val, s, device, levels=THRESHOLD_LEVELS)
+    thresholds = choose_thresholds(table, THRESHOLD_LEVELS)
+    extra = payload["extra"] | {
+        "thresholds": thresholds,
+        "val_dice_at_thresholds": {c: float(table[c].max()) for c in table},
+    }
+    save_checkpoint(model, best_path, extra=extra)
+    return thresholds
 
 
 def train_stage(
@@ -247,15 +289,18 @@ def train_stage(
         if mean > best["score"]:
             best = {"step": step, "score": mean}
             save_checkpoint(
-                model, best_path, extra={"stage": s.stage, "step": step, "val_dice": scores}
+                model,
+                best_path,
+                extra={"stage": s.stage, "step": step, "val_dice": scores, "scale": train.scale},
             )
 
-    budget_s = s.minutes * 60 if s.minutes else float("inf")
+    budget_s = s.minutes * 60 if s.minutes else None
     window: list[tuple[float, float, float]] = []
     bar = progress(total=s.steps, initial=step, desc=f"stage {s.stage}", unit="step")
     t_start = time.perf_counter() - elapsed
-    while step < s.steps and elapsed < budget_s:
-        factor = lr_factor(step, s.steps, s.warmup_steps)
+    while step < s.steps and (budget_s is None or elapsed < budget_s):
+        done = run_progress(step, s.steps, s.warmup_steps, elapsed, budget_s)
+        factor = lr_factor(step, s.warmup_steps, done)
         for g in optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
         images, labels, labelled = make_batch(train, sampler.draw(s.batch_size), s, aug_rng)
@@ -292,9 +337,14 @@ def train_stage(
     if best["step"] != step:
         validate()
     if not best_path.is_file():  # no validation data: the last weights are the result
-        save_checkpoint(model, best_path, extra={"stage": s.stage, "step": step})
+        save_checkpoint(
+            model, best_path, extra={"stage": s.stage, "step": step, "scale": train.scale}
+        )
         best = {"step": step, "score": float("nan")}
     _save_state(last_path, checkpoint_state())
+    if val is not None and len(val):
+        thresholds = _store_thresholds(model, best_path, val, s, device)
+        log.info("stage %d: per-class thresholds chosen on val: %s", s.stage, thresholds)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_history(history, out.with_name(f"{out.stem}_history.csv"))
     write_curves(history, out.with_name(f"{out.stem}_curves.png"), f"stage {s.stage}")

@@ -1,0 +1,97 @@
+"""Resampling between the volume's pixel grid and the model's (``tiling.scale``).
+
+One rule serves training tiles, inference reads and the probabilities written back, and
+it is anchored to absolute pixel positions, so a block that resamples only its own read
+box gets exactly the values a whole-volume resample gives there:
+
+- shrinking (n_out < n_in): output pixel i is the area average of the input interval
+  [i * n_in / n_out, (i + 1) * n_in / n_out) (a 2 x 2 mean at scale 0.5);
+- enlarging (n_out > n_in): linear interpolation at input coordinate
+  (i + 0.5) * n_in / n_out - 0.5, clamped to the axis;
+- equal lengths: the identity.
+
+Axes are resampled separately with small weight matrices over the needed range only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def scaled_length(n: int, scale: float) -> int:
+    """Length of an axis of ``n`` pixels at ``scale`` (at least 1)."""
+    return max(1, round(n * scale))
+
+
+def resample_weights(n_in: int, n_out: int, start: int, stop: int) -> tuple[int, np.ndarray]:
+    """Weights of output pixels [start, stop) of an axis resampled from ``n_in`` to
+    ``n_out`` pixels: ``(first input pixel, (stop - start, k) float64 matrix)``, the matrix
+    covering input pixels [first, first + k), exactly those with a non-zero weight."""
+    if not 0 <= start < stop <= n_out:
+        raise ValueError(f"output range [{start}, {stop}) outside an axis of {n_out}")
+    rows = np.arange(start, stop)
+    if n_out == n_in:
+        return start, np.eye(stop - start)
+    if n_out < n_in:
+        ratio = n_in / n_out
+        lo, hi = rows * ratio, (rows + 1) * ratio
+        first, last = int(math.floor(lo[0])), min(n_in, int(math.ceil(hi[-1])))
+        k = np.arange(first, last)
+        overlap = np.minimum(hi[:, None], k[None] + 1) - np.maximum(lo[:, None], k[None])
+        return first, np.clip(overlap, 0, None) / ratio
+    coord = np.clip((rows + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    left = np.floor(coord).astype(int)
+    right = np.minimum(left + 1, n_in - 1)
+    first, last = int(left[0]), int(right[-1]) + 1
+    weights = np.zeros((len(rows), last - first))
+    frac = coord - left
+    np.add.at(weights, (np.arange(len(rows)), left - first), 1 - frac)
+    np.add.at(weights, (np.arange(len(rows)), right - first), frac)
+    return first, weights
+
+
+def input_span(n_in: int, n_out: int, start: int, stop: int) -> tuple[int, int]:
+    """Input pixels [first, last) that output pixels [start, stop) depend on."""
+    first, weights = resample_weights(n_in, n_out, start, stop)
+    return first, first + weights.shape[1]
+
+
+def resample(
+    image: np.ndarray,
+    full_in: tuple[int, int],
+    full_out: tuple[int, int],
+    origin_in: tuple[int, int] = (0, 0),
+    box_out: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
+    """Resample the last two axes of ``image``, a window at ``origin_in`` of a (Y, X)
+    plane of shape ``full_in``, onto output pixels ``box_out`` = (y0, y1, x0, x1) of that
+    plane at shape ``full_out`` (default: all of it). Float32 result; the window must
+    hold every input pixel the box needs (see :func:`input_span`)."""
+    y0, y1, x0, x1 = box_out or (0, full_out[0], 0, full_out[1])
+    if tuple(full_in) == tuple(full_out):  # the identity: a plain crop
+        ay, ax = y0 - origin_in[0], x0 - origin_in[1]
+        if ay < 0 or ax < 0 or ay + y1 - y0 > image.shape[-2] or ax + x1 - x0 > image.shape[-1]:
+            raise ValueError("the input window does not hold every pixel the output needs")
+        return image[..., ay : ay + y1 - y0, ax : ax + x1 - x0].astype(np.float32)
+    fy, wy = resample_weights(full_in[0], full_out[0], y0, y1)
+    fx, wx = resample_weights(full_in[1], full_out[1], x0, x1)
+    ay, ax = fy - origin_in[0], fx - origin_in[1]
+    if ay < 0 or ax < 0 or ay + wy.shape[1] > image.shape[-2] or ax + wx.shape[1] > image.shape[-1]:
+        raise ValueError("the input window does not hold every pixel the output needs")
+    window = image[..., ay : ay + wy.shape[1], ax : ax + wx.shape[1]].astype(np.float64)
+    # float64 sums: a window and the whole plane agree to far below float32 precision
+    return (wy @ window @ wx.T).astype(np.float32)
+
+
+def resample_image(
+    image: np.ndarray,
+    full_in: tuple[int, int],
+    full_out: tuple[int, int],
+    origin_in: tuple[int, int] = (0, 0),
+    box_out: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
+    """:func:`resample` for grey images: rounded back to uint8."""
+    out = resample(image, full_in, full_out, origin_in, box_out)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
