@@ -73,14 +73,16 @@ UNET_SWEEP = (
 SAM_SWEEP = ((0.5, 5e-4), (1.0, 5e-4), (0.5, 1e-3), (0.5, 2.5e-4))
 
 
-def base_config(data: Path, scale: float) -> dict[str, Any]:
-    """The default config pointed at ``data`` (the VNC folder), at tiling ``scale``."""
+def base_config(data: Path, scale: float | None = None) -> dict[str, Any]:
+    """The default config pointed at ``data`` (the VNC folder), at tiling ``scale``
+    (default: the config's)."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     ds = config["datasets"]["vnc"]
     ds["raw"] = str(data / "stack1" / "raw")
     ds["labels"]["source"] = str(data / "stack1" / "labels")
     config["train"]["save_every"] = 10**6
-    config["tiling"]["scale"] = scale
+    if scale is not None:
+        config["tiling"]["scale"] = scale
     return validate_config(config, "benchmark config")
 
 
@@ -318,7 +320,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     bench = Bench(args.data, args.work)
-    scale = args.scale if args.scale is not None else bench.config(1.0)["tiling"]["scale"]
+    scale = args.scale if args.scale is not None else base_config(args.data)["tiling"]["scale"]
     old = json.loads(args.out.read_text()) if args.out and args.out.is_file() else {}
     for extra in args.merge:
         other = json.loads(extra.read_text())

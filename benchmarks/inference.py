@@ -64,7 +64,8 @@ def run_all_blocks(config: dict, ckpt: Path, volume: Path, work: Path, block_sha
     """Predict every block of a plan in this process; returns the seconds taken."""
     inference = config["inference"] | {"block_shape": block_shape}
     shape = open_group(volume)["raw"].shape
-    write_plan(work / "blocks.json", shape, inference, config["model"]["img_size"])
+    write_plan(work / "blocks.json", shape, inference, config["model"]["img_size"],
+               config["tiling"]["scale"])  # fmt: skip
     t0 = time.perf_counter()
     for b in load_plan(work / "blocks.json"):
         predict_block(inference, ckpt, volume, work / "blocks.json", b.id, work / "pred.zarr",
@@ -84,7 +85,10 @@ def bare_model_seconds(config: dict, ckpt: Path, volume: Path, plan: Path) -> fl
     plan_settings = json.loads(plan.read_text())["settings"]
     total = 0.0
     for b in load_plan(plan):
-        n_tiles = len(block_window(b, raw.shape, s, plan_settings["tile_overlap"], 1.0)[1])
+        _, origins = block_window(
+            b, raw.shape, s, plan_settings["tile_overlap"], plan_settings["scale"]
+        )
+        n_tiles = len(origins)
         n_slices = b.core.stop[0] - b.warmup[0]
         tiles = torch.rand((n_tiles, 1, s, s), device=device) * 255
         batches = [tiles[i : i + max_batch] for i in range(0, n_tiles, max_batch)]
@@ -108,7 +112,8 @@ def block_rss_mb(config_path: Path, ckpt: Path, volume: Path, work: Path) -> flo
         "cfg, ckpt, vol, work = sys.argv[1:]\n"
         "c = load_config(cfg)\n"
         "shape = open_group(vol)['raw'].shape\n"
-        "b = write_plan(work + '/blocks.json', shape, c['inference'], c['model']['img_size'])\n"
+        "b = write_plan(work + '/blocks.json', shape, c['inference'], c['model']['img_size'],\n"
+        "               c['tiling']['scale'])\n"
         "predict_block(c['inference'], ckpt, vol, work + '/blocks.json', b[0].id,\n"
         "              work + '/pred.zarr', work + '/b.done')\n"
         # VmHWM restarts at exec; ru_maxrss would carry the parent's peak over the fork

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sam4em.tiling.resample import resample, resample_image, scaled_length
+from sam4em.tiling.resample import resample, scaled_length
 from sam4em.train.losses import bce_dice
 from sam4em.train.sampler import BalancedSampler
 from sam4em.train.schedule import lr_factor, run_progress
@@ -156,7 +156,7 @@ def predict_unet(model: UNet, stack: np.ndarray, scale: float, context: int) -> 
     back."""
     z, h, w = stack.shape
     mh, mw = scaled_length(h, scale), scaled_length(w, scale)
-    scaled = np.stack([resample_image(im, (h, w), (mh, mw)) for im in stack])
+    scaled = np.stack([resample(im, (h, w), (mh, mw), grey=True) for im in stack])
     scaled = np.pad(scaled, ((0, 0), (0, -mh % 8), (0, -mw % 8)), mode="reflect")
     out = []
     for k in range(context, z):

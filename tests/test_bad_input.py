@@ -121,6 +121,10 @@ def test_unknown_dataset_name(tmp_path):
             lambda c: c["datasets"]["d"].pop("voxel_size"),
             ["datasets.d", "'voxel_size' is a required"],
         ),
+        (
+            lambda c: c.update(tiling={"sequence_length": 4}),
+            ["tiling.sequence_length", "below model.memory.slots + 1 = 5"],
+        ),
     ],
     ids=[
         "top-typo",
@@ -131,6 +135,7 @@ def test_unknown_dataset_name(tmp_path):
         "overlap",
         "align",
         "missing",
+        "short-sequences",
     ],
 )
 def test_config_errors(tmp_path, edit, fragments):

@@ -21,7 +21,7 @@ import torch
 from sam4em.model.memory_bank import MemoryBank
 from sam4em.model.sam4em_model import SAM4EM
 from sam4em.predict.blending import blend_window, slice_tiles
-from sam4em.tiling.resample import resample, resample_image, scaled_length
+from sam4em.tiling.resample import resample, scaled_length
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,9 @@ class StackPredictor:
         model_plane, (my0, _, mx0, _) = window.model_plane, window.model_box
         scaled = np.stack(
             [
-                resample_image(im, window.plane, model_plane, window.read_origin, window.model_box)
+                resample(
+                    im, window.plane, model_plane, window.read_origin, window.model_box, grey=True
+                )
                 for im in stack
             ]
         )

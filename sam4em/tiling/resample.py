@@ -40,16 +40,18 @@ def resample_weights(n_in: int, n_out: int, start: int, stop: int) -> tuple[int,
         first, last = int(math.floor(lo[0])), min(n_in, int(math.ceil(hi[-1])))
         k = np.arange(first, last)
         overlap = np.minimum(hi[:, None], k[None] + 1) - np.maximum(lo[:, None], k[None])
-        return first, np.clip(overlap, 0, None) / ratio
-    coord = np.clip((rows + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-    left = np.floor(coord).astype(int)
-    right = np.minimum(left + 1, n_in - 1)
-    first, last = int(left[0]), int(right[-1]) + 1
-    weights = np.zeros((len(rows), last - first))
-    frac = coord - left
-    np.add.at(weights, (np.arange(len(rows)), left - first), 1 - frac)
-    np.add.at(weights, (np.arange(len(rows)), right - first), frac)
-    return first, weights
+        weights = np.clip(overlap, 0, None) / ratio
+    else:
+        coord = np.clip((rows + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        left = np.floor(coord).astype(int)
+        right = np.minimum(left + 1, n_in - 1)
+        first, last = int(left[0]), int(right[-1]) + 1
+        weights = np.zeros((len(rows), last - first))
+        frac = coord - left
+        np.add.at(weights, (np.arange(len(rows)), left - first), 1 - frac)
+        np.add.at(weights, (np.arange(len(rows)), right - first), frac)
+    used = np.flatnonzero(weights.any(axis=0))  # drop zero-weight input pixels at the ends
+    return first + int(used[0]), weights[:, used[0] : used[-1] + 1]
 
 
 def input_span(n_in: int, n_out: int, start: int, stop: int) -> tuple[int, int]:
@@ -64,34 +66,28 @@ def resample(
     full_out: tuple[int, int],
     origin_in: tuple[int, int] = (0, 0),
     box_out: tuple[int, int, int, int] | None = None,
+    *,
+    grey: bool = False,
 ) -> np.ndarray:
     """Resample the last two axes of ``image``, a window at ``origin_in`` of a (Y, X)
     plane of shape ``full_in``, onto output pixels ``box_out`` = (y0, y1, x0, x1) of that
-    plane at shape ``full_out`` (default: all of it). Float32 result; the window must
-    hold every input pixel the box needs (see :func:`input_span`)."""
+    plane at shape ``full_out`` (default: all of it). The window must hold every input
+    pixel the box needs (see :func:`input_span`). Float32 result; uint8 for ``grey``
+    images (rounded)."""
     y0, y1, x0, x1 = box_out or (0, full_out[0], 0, full_out[1])
-    if tuple(full_in) == tuple(full_out):  # the identity: a plain crop
-        ay, ax = y0 - origin_in[0], x0 - origin_in[1]
-        if ay < 0 or ax < 0 or ay + y1 - y0 > image.shape[-2] or ax + x1 - x0 > image.shape[-1]:
-            raise ValueError("the input window does not hold every pixel the output needs")
-        return image[..., ay : ay + y1 - y0, ax : ax + x1 - x0].astype(np.float32)
-    fy, wy = resample_weights(full_in[0], full_out[0], y0, y1)
-    fx, wx = resample_weights(full_in[1], full_out[1], x0, x1)
+    identity = tuple(full_in) == tuple(full_out)
+    if identity:  # a plain crop
+        (fy, ny), (fx, nx) = (y0, y1 - y0), (x0, x1 - x0)
+    else:
+        fy, wy = resample_weights(full_in[0], full_out[0], y0, y1)
+        fx, wx = resample_weights(full_in[1], full_out[1], x0, x1)
+        ny, nx = wy.shape[1], wx.shape[1]
     ay, ax = fy - origin_in[0], fx - origin_in[1]
-    if ay < 0 or ax < 0 or ay + wy.shape[1] > image.shape[-2] or ax + wx.shape[1] > image.shape[-1]:
+    if ay < 0 or ax < 0 or ay + ny > image.shape[-2] or ax + nx > image.shape[-1]:
         raise ValueError("the input window does not hold every pixel the output needs")
-    window = image[..., ay : ay + wy.shape[1], ax : ax + wx.shape[1]].astype(np.float64)
-    # float64 sums: a window and the whole plane agree to far below float32 precision
-    return (wy @ window @ wx.T).astype(np.float32)
-
-
-def resample_image(
-    image: np.ndarray,
-    full_in: tuple[int, int],
-    full_out: tuple[int, int],
-    origin_in: tuple[int, int] = (0, 0),
-    box_out: tuple[int, int, int, int] | None = None,
-) -> np.ndarray:
-    """:func:`resample` for grey images: rounded back to uint8."""
-    out = resample(image, full_in, full_out, origin_in, box_out)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    window = image[..., ay : ay + ny, ax : ax + nx]
+    if identity:
+        out = window.astype(np.float32)
+    else:  # float64 sums: a window and the whole plane agree far below float32 precision
+        out = (wy @ window.astype(np.float64) @ wx.T).astype(np.float32)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8) if grey else out

@@ -33,7 +33,7 @@ from sam4em.io.atomic import atomic_directory
 from sam4em.io.zarr_store import create_array, open_group
 from sam4em.progress import progress
 from sam4em.tiling.grid import tile_starts
-from sam4em.tiling.resample import resample, resample_image, scaled_length
+from sam4em.tiling.resample import resample, scaled_length
 
 
 def rescale_slice(image: np.ndarray, scale: float, is_mask: bool) -> np.ndarray:
@@ -44,7 +44,7 @@ def rescale_slice(image: np.ndarray, scale: float, is_mask: bool) -> np.ndarray:
     shape = (scaled_length(image.shape[0], scale), scaled_length(image.shape[1], scale))
     if is_mask:
         return (resample(image, image.shape, shape) >= 0.5).astype(np.uint8)
-    return resample_image(image, image.shape, shape)
+    return resample(image, image.shape, shape, grey=True)
 
 
 def _pad_to(image: np.ndarray, size: int) -> np.ndarray:
