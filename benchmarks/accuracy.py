@@ -39,8 +39,8 @@ import torch
 import yaml
 
 from sam4em.config import validate_config
+from sam4em.data.importer import import_dataset
 from sam4em.evaluate.run_evaluation import class_metrics
-from sam4em.io.importer import import_dataset
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint
 from sam4em.predict.stack_predictor import PredictSettings, StackPredictor

@@ -32,7 +32,7 @@ import yaml
 
 from sam4em.blocks.plan import load_plan, write_plan
 from sam4em.config import validate_config
-from sam4em.io.importer import import_dataset
+from sam4em.data.importer import import_dataset
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint
 from sam4em.model.lora import merge_lora

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from sam4em.config import validate_config
-from sam4em.io.importer import import_dataset
+from sam4em.data.importer import import_dataset
 from sam4em.tiling.tiles import write_tiles
 
 DEFAULT_VNC = Path(__file__).resolve().parents[2] / "shared" / "data" / "drosophila-vnc"

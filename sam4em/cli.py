@@ -43,7 +43,7 @@ def _cmd_fetch_demo(args: argparse.Namespace) -> None:
 
 def _cmd_import(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
-    from sam4em.io.importer import import_dataset
+    from sam4em.data.importer import import_dataset
 
     out = import_dataset(load_config(args.config), args.dataset, args.out)
     print(f"wrote {out}")

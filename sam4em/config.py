@@ -4,7 +4,7 @@ Validation has two layers: the JSON schema (``workflow/schemas/config.schema.yam
 through ``snakemake.utils.validate``, which also fills in defaults) and checks that a
 schema cannot express (classes named in labels, split ranges, block/chunk alignment).
 Checks that need the data itself (files exist, ranges inside the volume, shapes agree)
-happen when the data is read, in :mod:`sam4em.io.importer`.
+happen when the data is read, in :mod:`sam4em.data.importer`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Matplotlib without a display, and figures written atomically as PNG."""
+"""Matplotlib without a display, figures written atomically as PNG, and mask overlays."""
 
 from __future__ import annotations
 
@@ -7,7 +7,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sam4em.io.atomic import write_bytes_atomic
+
+COLOURS = [(0.1, 0.6, 1.0), (1.0, 0.3, 0.1), (1.0, 0.9, 0.0), (0.3, 1.0, 0.3), (0.9, 0.2, 0.9)]
+
+
+def overlay(raw: np.ndarray, masks: dict[str, np.ndarray], alpha: float = 0.45) -> np.ndarray:
+    """RGB float image: grey ``raw`` with each class mask tinted in its colour."""
+    grey = raw.astype(np.float32) / 255
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    for i, mask in enumerate(masks.values()):
+        colour = np.array(COLOURS[i % len(COLOURS)], dtype=np.float32)
+        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colour
+    return rgb
 
 
 def pyplot() -> Any:

@@ -10,8 +10,8 @@ import tifffile
 import yaml
 
 from sam4em.config import validate_config
+from sam4em.data.importer import import_dataset
 from sam4em.evaluate.run_evaluation import evaluate_dataset
-from sam4em.io.importer import import_dataset
 from sam4em.postprocess.instances import components_for_class
 from sam4em.predict.pred_store import ensure_pred_store, store_identity
 from sam4em.report.html_report import build_report

@@ -21,8 +21,8 @@ import yaml
 
 from sam4em.blocks.plan import load_plan, write_plan
 from sam4em.config import probability_level, validate_config
+from sam4em.data.importer import import_dataset
 from sam4em.errors import InputDataError
-from sam4em.io.importer import import_dataset
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from sam4em.predict.block_job import predict_block

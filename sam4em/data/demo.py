@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import urllib.request
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 from sam4em.data.manifest import manifest_sha256
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import atomic_directory
-from sam4em.progress import progress
+from sam4em.io.download import download
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +56,6 @@ def _copy_tree(src: Path, dest: Path) -> None:
     for name in DEMO_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, dest / name)
-
-
-def download(url: str, target: Path, timeout: float = 60.0, desc: str = "download") -> None:
-    """Download ``url`` to ``target`` with a progress bar."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(target, "wb") as fh:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with progress(total=total, unit="B", unit_scale=True, desc=desc) as bar:
-                while chunk := resp.read(1 << 20):
-                    fh.write(chunk)
-                    bar.update(len(chunk))
-    except OSError as exc:
-        raise InputDataError(f"{url}: download failed ({exc})") from None
 
 
 def _extract_archive(archive: Path, into: Path) -> Path:

@@ -6,16 +6,9 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from sam4em.io.download import file_digest
+
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png"}
-
-
-def file_sha256(path: Path, block: int = 1 << 20) -> str:
-    """SHA-256 hex digest of one file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def image_files(root: Path, folders: Iterable[str]) -> list[Path]:
@@ -34,5 +27,7 @@ def manifest_sha256(root: Path, folders: Iterable[str]) -> str:
     """One digest over (relative path, file digest) of every image file in ``folders``."""
     digest = hashlib.sha256()
     for path in image_files(root, folders):
-        digest.update(f"{path.relative_to(root).as_posix()}\t{file_sha256(path)}\n".encode())
+        digest.update(
+            f"{path.relative_to(root).as_posix()}\t{file_digest(path, 'sha256')}\n".encode()
+        )
     return digest.hexdigest()

@@ -20,8 +20,7 @@ from sam4em.errors import InputDataError
 from sam4em.evaluate.instance_metrics import contingency, detection, f1, match, splits_and_merges
 from sam4em.evaluate.voxel_metrics import slice_consistency, voxel_scores
 from sam4em.io.atomic import write_bytes_atomic
-from sam4em.io.zarr_store import open_group
-from sam4em.predict.pred_store import LEVEL0
+from sam4em.io.zarr_store import LEVEL0, open_group
 
 
 def class_metrics(

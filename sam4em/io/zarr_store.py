@@ -11,6 +11,8 @@ import zarr
 from zarr.codecs import BloscCodec
 
 OME_VERSION = "0.5"
+#: the full-resolution level of a per-class image group (``pred.zarr/{class}/0``, ...)
+LEVEL0 = "0"
 
 
 def blosc_zstd() -> BloscCodec:

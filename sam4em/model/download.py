@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
-from sam4em.data.demo import download
 from sam4em.errors import Sam4emError
 from sam4em.io.atomic import remove_path
+from sam4em.io.download import download, file_digest
 
 #: official checkpoints: URL and the MD5 digest published with them
 SAM_CHECKPOINTS: dict[str, tuple[str, str]] = {
@@ -27,15 +26,6 @@ SAM_CHECKPOINTS: dict[str, tuple[str, str]] = {
 }
 
 
-def md5sum(path: str | os.PathLike[str], block: int = 1 << 22) -> str:
-    """MD5 hex digest of a file."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_checkpoint(
     preset: str,
     dest_dir: str | os.PathLike[str],
@@ -50,13 +40,13 @@ def download_checkpoint(
     default_url, default_md5 = SAM_CHECKPOINTS.get(preset, (url, md5))
     url, md5 = url or default_url, md5 or default_md5
     target = Path(dest_dir) / url.rsplit("/", 1)[-1]
-    if target.is_file() and md5sum(target) == md5:
+    if target.is_file() and file_digest(target, "md5") == md5:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     try:
         download(url, partial)
-        actual = md5sum(partial)
+        actual = file_digest(partial, "md5")
         if actual != md5:
             raise Sam4emError(f"{url}: MD5 mismatch (expected {md5}, got {actual})")
         partial.replace(target)

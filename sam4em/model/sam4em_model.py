@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import nn
 
+from sam4em.io.download import file_digest
 from sam4em.model.high_res import HighResPath
 from sam4em.model.image_encoder import EMImageEncoder, build_vit
 from sam4em.model.lora import add_lora
@@ -174,15 +175,13 @@ def _load_sam_weights(model: SAM4EM, path: Path) -> None:
 
 def build_model(config: ModelConfig) -> SAM4EM:
     """Build the network: seeded init, SAM weights if configured, then LoRA and freezing."""
-    from sam4em.model.download import md5sum
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = SAM4EM(config)
     if config.checkpoint:
         path = Path(config.checkpoint)
         _load_sam_weights(model, path)
-        model.base_identity = {"kind": "sam", "file": path.name, "md5": md5sum(path)}
+        model.base_identity = {"kind": "sam", "file": path.name, "md5": file_digest(path, "md5")}
     else:
         base = {
             k: v

@@ -19,9 +19,8 @@ import pandas as pd
 
 from sam4em.config import class_setting, probability_level
 from sam4em.io.atomic import create_directory_once, write_bytes_atomic
-from sam4em.io.zarr_store import create_array, ome_attrs, open_group
+from sam4em.io.zarr_store import LEVEL0, create_array, ome_attrs, open_group
 from sam4em.postprocess.block_components import blockwise_components, grid_boxes
-from sam4em.predict.pred_store import LEVEL0
 from sam4em.progress import progress
 
 

@@ -23,10 +23,10 @@ import torch
 from sam4em.blocks.plan import Block, load_plan, scaled_window, touching_tiles
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
-from sam4em.io.zarr_store import open_group
+from sam4em.io.zarr_store import LEVEL0, open_group
 from sam4em.model.checkpoint import load_checkpoint
 from sam4em.model.lora import merge_lora
-from sam4em.predict.pred_store import LEVEL0, ensure_pred_store, store_identity
+from sam4em.predict.pred_store import ensure_pred_store, store_identity
 from sam4em.predict.stack_predictor import PlaneWindow, PredictSettings, StackPredictor
 from sam4em.progress import progress
 

@@ -16,9 +16,7 @@ import zarr
 
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import create_directory_once
-from sam4em.io.zarr_store import create_array, ome_attrs, open_group
-
-LEVEL0 = "0"
+from sam4em.io.zarr_store import LEVEL0, create_array, ome_attrs, open_group
 
 
 def store_identity(volume_shape: Sequence[int], chunks: Sequence[int], classes: list[str]) -> dict:

@@ -8,19 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from sam4em.plotting import pyplot, save_figure
-
-COLOURS = [(0.1, 0.6, 1.0), (1.0, 0.3, 0.1), (1.0, 0.9, 0.0), (0.3, 1.0, 0.3), (0.9, 0.2, 0.9)]
-
-
-def overlay(raw: np.ndarray, masks: dict[str, np.ndarray], alpha: float = 0.45) -> np.ndarray:
-    """RGB float image: grey ``raw`` with each class mask tinted in its colour."""
-    grey = raw.astype(np.float32) / 255
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
-    for i, mask in enumerate(masks.values()):
-        colour = np.array(COLOURS[i % len(COLOURS)], dtype=np.float32)
-        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colour
-    return rgb
+from sam4em.plotting import COLOURS, overlay, pyplot, save_figure
 
 
 def draw_quicklook(

@@ -17,8 +17,7 @@ from sam4em.blocks.plan import load_plan
 from sam4em.config import probability_level
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
-from sam4em.io.zarr_store import create_array, ome_attrs, open_group
-from sam4em.predict.pred_store import LEVEL0
+from sam4em.io.zarr_store import LEVEL0, create_array, ome_attrs, open_group
 from sam4em.predict.quicklook import draw_quicklook
 
 FACTOR = 4

@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sam4em.plotting import pyplot, save_figure
-from sam4em.predict.quicklook import overlay
+from sam4em.plotting import overlay, pyplot, save_figure
 
 
 def _save(fig: Any, out: str | os.PathLike[str]) -> Path:

@@ -15,9 +15,8 @@ import yaml
 
 from sam4em.config import dataset, probability_level, split_slices
 from sam4em.io.atomic import write_bytes_atomic
-from sam4em.io.zarr_store import open_group
+from sam4em.io.zarr_store import LEVEL0, open_group
 from sam4em.model.checkpoint import read_checkpoint
-from sam4em.predict.pred_store import LEVEL0
 from sam4em.report import figures
 
 # metric name -> (label a biologist reads, how to print it)

@@ -1,0 +1,68 @@
+"""Imports flow downhill: no module of an earlier stage imports a later stage."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "sam4em"
+# earliest first; a module may import its own stage and the stages before it
+STAGES = [
+    ("errors", "progress"),
+    ("io",),
+    ("config",),
+    ("plotting",),
+    ("data",),
+    ("tiling",),
+    ("blocks",),
+    ("model",),
+    ("train",),
+    ("predict",),
+    ("postprocess",),
+    ("evaluate",),
+    ("report",),
+    ("cli", "__main__"),
+]
+RANK = {name: rank for rank, names in enumerate(STAGES) for name in names}
+
+
+def _stage(module: str) -> str:
+    """The stage of a dotted module below ``sam4em`` (``sam4em.io.source`` -> ``io``)."""
+    return module.split(".")[1] if "." in module else ""
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sam4em"):
+            found |= (
+                {node.module}
+                if node.module != "sam4em"
+                else {f"sam4em.{a.name}" for a in node.names}
+            )
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("sam4em.")}
+    return found
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py")
+
+
+def test_every_module_has_a_stage():
+    unknown = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in MODULES} - set(RANK)
+    assert not unknown, f"add {sorted(unknown)} to STAGES"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_flow_downhill(path):
+    own = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+    later = sorted(m for m in _imports(path) if _stage(m) in RANK and RANK[_stage(m)] > RANK[own])
+    assert not later, f"{own} (stage {RANK[own]}) imports later stages: {later}"
+
+
+def test_the_check_can_fail(tmp_path):
+    bad = tmp_path / "x.py"
+    bad.write_text("from sam4em.report.html_report import write_report\n")
+    assert _stage(next(iter(_imports(bad)))) == "report" and RANK["report"] > RANK["io"]
