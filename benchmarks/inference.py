@@ -35,10 +35,11 @@ from sam4em.config import validate_config
 from sam4em.data.importer import import_dataset
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint
+from sam4em.model.device import pick_device
 from sam4em.model.lora import merge_lora
 from sam4em.model.model_config import ModelConfig
 from sam4em.model.sam4em_model import build_model
-from sam4em.predict.block_job import block_window, pick_device, predict_block
+from sam4em.predict.block_job import block_window, predict_block
 from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage
 

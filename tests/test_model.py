@@ -205,7 +205,7 @@ def test_checkpoint_refuses_other_base_and_config(tmp_path):
 def test_merged_model_cannot_be_saved(tmp_path):
     model = build_model(_config())
     merge_lora(model)
-    with pytest.raises(ValueError, match="unmerge"):
+    with pytest.raises(ValueError, match="save before merging"):
         save_checkpoint(model, tmp_path / "m.pt")
 
 

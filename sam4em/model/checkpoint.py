@@ -46,7 +46,7 @@ def save_checkpoint(
 ) -> Path:
     """Write the trained part of ``model`` to ``path`` atomically."""
     if any(layer.merged for layer in lora_layers(model)):
-        raise ValueError("LoRA adapters are merged into the base weights; unmerge before saving")
+        raise ValueError("LoRA adapters are merged into the base weights; save before merging")
     payload = {
         "format": FORMAT,
         "model_config": model.config.to_dict(),

@@ -44,10 +44,3 @@ def merge_lora(module: nn.Module) -> int:
         if not layer.merged:
             layer.merge()
     return len(layers)
-
-
-def unmerge_lora(module: nn.Module) -> None:
-    """Undo :func:`merge_lora` (to train again)."""
-    for layer in lora_layers(module):
-        if layer.merged:
-            layer.unmerge()

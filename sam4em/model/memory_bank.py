@@ -36,9 +36,5 @@ class MemoryBank:
         """(memory, z-distance) pairs, newest first: the previous slice has distance 1."""
         return [(m, d) for d, m in enumerate(reversed(self._items), start=1)]
 
-    def detach_(self) -> None:
-        """Cut the autograd history of the stored memories (truncated backprop)."""
-        self._items = deque((m.detach() for m in self._items), maxlen=self.slots)
-
     def __len__(self) -> int:
         return len(self._items)

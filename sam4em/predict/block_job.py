@@ -18,28 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from sam4em.blocks.plan import Block, load_plan, scaled_window, touching_tiles
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.zarr_store import LEVEL0, open_group
 from sam4em.model.checkpoint import load_checkpoint
+from sam4em.model.device import pick_device
 from sam4em.model.lora import merge_lora
 from sam4em.predict.pred_store import ensure_pred_store, store_identity
 from sam4em.predict.stack_predictor import PlaneWindow, PredictSettings, StackPredictor
 from sam4em.progress import progress
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputDataError("inference.device: cuda requested but no GPU is visible")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def predict_settings(inference: dict[str, Any], scale: float = 1.0) -> PredictSettings:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sam4em.model.device import autocast
 from sam4em.model.memory_bank import MemoryBank
 from sam4em.model.sam4em_model import SAM4EM
 from sam4em.predict.blending import blend_window, slice_tiles
@@ -96,17 +97,12 @@ class StackPredictor:
         self.weight = torch.from_numpy(blend_window(self.size, settings.window)).to(device)
         self.n_classes = len(model.config.classes)
 
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
-        )
-
     def _tile_probs(self, tiles: torch.Tensor, bank: MemoryBank) -> torch.Tensor:
         """Probabilities (B, C, S, S) of tiles (B, 1, S, S), averaged over the symmetries
         with ``tta`` (the bank then holds the memories of all of them)."""
         views = range(8) if self.settings.tta else range(1)
         batch = torch.cat([_dihedral(tiles, k) for k in views])
-        with self._autocast():
+        with autocast(self.device):
             if self.settings.memory:
                 logits = self.model.step(batch, bank).final
             else:

@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import torch
 
 from sam4em.io.atomic import write_bytes_atomic
 from sam4em.model.checkpoint import read_checkpoint, save_checkpoint, trainable_state
+from sam4em.model.device import autocast, pick_device
 from sam4em.model.sam4em_model import SAM4EM, SegmentationOutput
 from sam4em.progress import progress
 from sam4em.train.augment import augment
@@ -147,7 +147,7 @@ def val_dice_table(
     for start in range(0, len(data), s.batch_size):
         idx = np.arange(start, min(start + s.batch_size, len(data)))
         images, labels, labelled = make_batch(data, idx, s, None)
-        with _autocast(device):
+        with autocast(device):
             probs = torch.sigmoid(predict(images.to(device))[-1].float()).cpu()
         pred = probs[None] >= cut  # (K, B, C, S, S)
         mask = labelled[None, :, :, None, None]
@@ -179,10 +179,6 @@ def choose_thresholds(table: dict[str, np.ndarray], levels: tuple[float, ...]) -
         best = np.flatnonzero(dice >= dice.max() - 1e-6)
         out[c] = float(levels[min(best, key=lambda i: abs(levels[i] - 0.5))])
     return out
-
-
-def _autocast(device: torch.device) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def fingerprint(
@@ -231,7 +227,7 @@ def train_stage(
     init_identity: str = "",
 ) -> TrainResult:
     """Train ``model`` for one stage; writes ``out`` (best), history CSV and curves PNG."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device()
     work_dir.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
     groups = _param_groups(model, s)
@@ -305,7 +301,7 @@ def train_stage(
             g["lr"] = g["base_lr"] * factor
         images, labels, labelled = make_batch(train, sampler.draw(s.batch_size), s, aug_rng)
         images, labels, labelled = images.to(device), labels.to(device), labelled.to(device)
-        with _autocast(device):
+        with autocast(device):
             outputs = _run(model, images, s.stage)
         loss, l1, l2 = _loss(outputs, labels, labelled, s)
         optimizer.zero_grad(set_to_none=True)
@@ -348,9 +344,7 @@ def train_stage(
     out.parent.mkdir(parents=True, exist_ok=True)
     write_history(history, out.with_name(f"{out.stem}_history.csv"))
     write_curves(history, out.with_name(f"{out.stem}_curves.png"), f"stage {s.stage}")
-    tmp = out.with_name(out.name + ".partial")
-    shutil.copyfile(best_path, tmp)
-    tmp.replace(out)
+    write_bytes_atomic(out, best_path.read_bytes())
     log.info("stage %d: %d steps in %.1f s; best step %d, mean val Dice %.4f",
              s.stage, step, elapsed, best["step"], best["score"])  # fmt: skip
     return TrainResult(step, best["step"], best["score"], elapsed, history)
