@@ -14,6 +14,7 @@ from typing import Any
 import cc3d
 import numpy as np
 import pandas as pd
+import zarr
 
 from sam4em.config import dataset, probability_level, split_slices
 from sam4em.errors import InputDataError
@@ -56,6 +57,16 @@ def class_metrics(
     return metrics, table
 
 
+def truth_and_mask(
+    config: dict[str, Any], volume: zarr.Group, pred: zarr.Group, cls: str, z: range
+) -> tuple[np.ndarray, np.ndarray]:
+    """Annotation and predicted mask of ``cls`` on slices ``z``: probabilities cut at the
+    class's :func:`~sam4em.config.probability_level` (what every metric scores)."""
+    truth = np.asarray(volume[f"labels/{cls}"][z.start : z.stop]) > 0
+    level = probability_level(config, cls, pred.attrs.get("thresholds"))
+    return truth, np.asarray(pred[f"{cls}/{LEVEL0}"][z.start : z.stop]) >= level
+
+
 def evaluate_dataset(
     config: dict[str, Any],
     name: str,
@@ -76,9 +87,7 @@ def evaluate_dataset(
     for cls in config["classes"]:
         if cls not in labelled:
             continue
-        truth = np.asarray(vol[f"labels/{cls}"][z.start : z.stop]) > 0
-        level = probability_level(config, cls, probs.attrs.get("thresholds"))
-        mask = np.asarray(probs[f"{cls}/{LEVEL0}"][z.start : z.stop]) >= level
+        truth, mask = truth_and_mask(config, vol, probs, cls, z)
         ids = np.asarray(inst[f"{cls}/{LEVEL0}"][z.start : z.stop])
         metrics, table = class_metrics(
             mask, truth, ids, settings["connectivity"], config["evaluate"]["detection_tolerance"]

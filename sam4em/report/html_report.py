@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sam4em.config import dataset, probability_level, split_slices
+from sam4em.config import dataset, split_slices
+from sam4em.evaluate.run_evaluation import truth_and_mask
 from sam4em.io.atomic import write_bytes_atomic
-from sam4em.io.zarr_store import LEVEL0, open_group
+from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import read_checkpoint
 from sam4em.report import figures
 
@@ -120,13 +121,11 @@ def build_report(
     sections.append("<h2>Training</h2>" + "".join(_img(p, p.stem) for p in curves if p.is_file()))
     parts = ["<h2>Examples</h2>"]
     for cls in dict.fromkeys(metrics["class"]):
-        truth = np.asarray(vol[f"labels/{cls}"][z.start : z.stop]) > 0
+        truth, mask = truth_and_mask(config, vol, pred, cls, z)
         k = int(np.argmax(truth.sum(axis=(1, 2))))
-        level = probability_level(config, cls, pred.attrs.get("thresholds"))
-        mask = np.asarray(pred[f"{cls}/{LEVEL0}"][z.start + k]) >= level
         raw = np.asarray(vol["raw"][z.start + k])
         path = figures.overlays(
-            raw, truth[k], mask, z.start + k, cls, fig_dir / f"overlay_{cls}.png"
+            raw, truth[k], mask[k], z.start + k, cls, fig_dir / f"overlay_{cls}.png"
         )
         parts.append(_img(path, f"{cls} overlay"))
     sections.append("".join(parts))
