@@ -1,7 +1,8 @@
 """Loading and validating the configuration (``config/config.yaml``).
 
-Validation has two layers: the JSON schema (``sam4em/schemas/config.schema.yaml``, shipped in the package,
-through ``snakemake.utils.validate``, which also fills in defaults) and checks that a
+Validation has two layers: the JSON schema (``sam4em/schemas/config.schema.yaml``, shipped
+in the package, through ``snakemake.utils.validate``, which also fills in defaults) and
+checks that a
 schema cannot express (classes named in labels, split ranges, block/chunk alignment).
 Checks that need the data itself (files exist, ranges inside the volume, shapes agree)
 happen when the data is read, in :mod:`sam4em.data.importer`.
