@@ -64,13 +64,20 @@ def _model_summary(models: list[Path]) -> str:
         extra = payload.get("extra", {})
         cfg = payload["model_config"]
         val = extra.get("val_dice") or {}
+        chosen = extra.get("thresholds") or {}
         rows.append(
             f"<tr><td>{html.escape(path.name)}</td><td>{html.escape(str(cfg['preset']))} "
-            f"@ {cfg['img_size']} px</td><td>{extra.get('step', '')}</td><td>"
+            f"@ {cfg['img_size']} px, scale {extra.get('scale', 1.0):g}</td>"
+            f"<td>{extra.get('step', '')}</td><td>"
             + ", ".join(f"{html.escape(c)} {v:.3f}" for c, v in val.items())
+            + "</td><td>"
+            + ", ".join(f"{html.escape(c)} {v:.2f}" for c, v in chosen.items())
             + "</td></tr>"
         )
-    head = "<tr><th>checkpoint</th><th>encoder</th><th>best step</th><th>val Dice</th></tr>"
+    head = (
+        "<tr><th>checkpoint</th><th>encoder</th><th>best step</th><th>val Dice (at 0.5)</th>"
+        "<th>thresholds chosen on val</th></tr>"
+    )
     return f'<table id="models">{head}{"".join(rows)}</table>'
 
 
