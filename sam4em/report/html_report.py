@@ -132,7 +132,7 @@ def build_report(
         k = int(np.argmax(truth.sum(axis=(1, 2))))
         raw = np.asarray(vol["raw"][z.start + k])
         path = figures.overlays(
-            raw, truth[k], mask[k], z.start + k, cls, fig_dir / f"overlay_{cls}.png"
+            raw, truth[k], mask[k], z.start + k, cls, fig_dir / "overlays" / f"overlay_{cls}.png"
         )
         parts.append(_img(path, f"{cls} overlay"))
     sections.append("".join(parts))

@@ -25,6 +25,12 @@ wildcard_constraints:
     cls="|".join(config["classes"]),
 
 
+def res(*parts, dataset="{dataset}"):
+    """The path of one of a dataset's results: res("eval", "metrics.csv") is
+    results/{dataset}/eval/metrics.csv (the wildcard unless ``dataset`` is given)."""
+    return "/".join([R, dataset, *parts])
+
+
 def uses_demo_data(dataset):
     """True when a dataset reads from the demo folder, which fetch_demo provides."""
     ds = config["datasets"][dataset]

@@ -1,15 +1,31 @@
-# Metrics on the test slices and the per-dataset report.
+# Metrics on the test slices and the per-dataset report. pred.zarr and instances.zarr are
+# stores shared by many jobs: predictions.json (stitch) and objects/{cls}.csv (components)
+# are their completion markers.
+
+
+def own_models(wildcards):
+    """A dataset's checkpoints and training records, when it trains its own model."""
+    if "train" not in labelled_splits(wildcards.dataset):
+        return []
+    return expand(
+        res("models", "stage{stage}{suffix}", dataset=wildcards.dataset),
+        stage=(1, 2),
+        suffix=(".pt", "_history.csv", "_curves.png"),
+    )
 
 
 rule evaluate:
     input:
-        volume=f"{R}/{{dataset}}/volume.zarr",
-        predictions=f"{R}/{{dataset}}/predictions.json",
-        objects=expand(f"{R}/{{{{dataset}}}}/objects/{{cls}}.csv", cls=config["classes"]),
+        volume=res("volume.zarr"),
+        predictions=res("predictions.json"),
+        objects=expand(res("objects", "{cls}.csv", dataset="{{dataset}}"), cls=config["classes"]),
     output:
-        metrics=f"{R}/{{dataset}}/eval/metrics.csv",
-        per_slice=f"{R}/{{dataset}}/eval/metrics_per_slice.csv",
-        matched=f"{R}/{{dataset}}/eval/objects_matched.csv",
+        metrics=res("eval", "metrics.csv"),
+        per_slice=res("eval", "metrics_per_slice.csv"),
+        matched=res("eval", "objects_matched.csv"),
+    params:
+        pred=res("pred.zarr"),
+        instances=res("instances.zarr"),
     log:
         f"{R}/logs/{{dataset}}/evaluate.log",
     resources:
@@ -17,23 +33,26 @@ rule evaluate:
         runtime=60,
     shell:
         "{SAM4EM} evaluate --config {CONFIG_FILE} --dataset {wildcards.dataset}"
-        " --volume {input.volume} --pred {R}/{wildcards.dataset}/pred.zarr"
-        " --instances {R}/{wildcards.dataset}/instances.zarr"
+        " --volume {input.volume} --pred {params.pred} --instances {params.instances}"
         " --out-dir {R}/{wildcards.dataset}/eval > {log} 2>&1"
 
 
 rule report:
     input:
-        metrics=f"{R}/{{dataset}}/eval/metrics.csv",
-        per_slice=f"{R}/{{dataset}}/eval/metrics_per_slice.csv",
+        metrics=res("eval", "metrics.csv"),
+        per_slice=res("eval", "metrics_per_slice.csv"),
+        volume=res("volume.zarr"),
+        predictions=res("predictions.json"),
+        objects=expand(res("objects", "{cls}.csv", dataset="{{dataset}}"), cls=config["classes"]),
+        models=own_models,
     output:
-        html=f"{R}/{{dataset}}/report.html",
-        per_slice=report(
-            f"{R}/{{dataset}}/figures/report/per_slice_dice.png", category="{dataset}"
-        ),
-        sizes=report(f"{R}/{{dataset}}/figures/report/object_sizes.png", category="{dataset}"),
+        html=res("report.html"),
+        per_slice=report(res("figures", "report", "per_slice_dice.png"), category="{dataset}"),
+        sizes=report(res("figures", "report", "object_sizes.png"), category="{dataset}"),
+        # one overlay per labelled class (a partly labelled dataset has fewer)
         overlays=report(
-            expand(f"{R}/{{{{dataset}}}}/figures/report/overlay_{{cls}}.png", cls=config["classes"]),
+            directory(res("figures", "report", "overlays")),
+            patterns=["overlay_{cls}.png"],
             category="{dataset}",
         ),
     log:

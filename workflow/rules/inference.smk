@@ -19,7 +19,9 @@ rule predict_block:
         volume=f"{R}/{{dataset}}/volume.zarr",
         plan=f"{R}/{{dataset}}/blocks.json",
     output:
-        f"{R}/{{dataset}}/blocks/{{block}}.done",
+        res("blocks", "{block}.done"),  # this block's chunks of pred.zarr are written
+    params:
+        pred=res("pred.zarr"),
     log:
         f"{R}/logs/{{dataset}}/predict_block_{{block}}.log",
     resources:
@@ -29,7 +31,7 @@ rule predict_block:
     shell:
         "{SAM4EM} predict-block --config {CONFIG_FILE} --checkpoint {input.model}"
         " --volume {input.volume} --plan {input.plan} --block {wildcards.block}"
-        " --out {R}/{wildcards.dataset}/pred.zarr --done {output} > {log} 2>&1"
+        " --out {params.pred} --done {output} > {log} 2>&1"
 
 
 rule stitch:
@@ -40,8 +42,10 @@ rule stitch:
         volume=f"{R}/{{dataset}}/volume.zarr",
         plan=f"{R}/{{dataset}}/blocks.json",
     output:
-        summary=f"{R}/{{dataset}}/predictions.json",
-        figure=f"{R}/{{dataset}}/figures/predictions.png",
+        summary=res("predictions.json"),  # marks pred.zarr complete (level 1 added)
+        figure=res("figures", "predictions.png"),
+    params:
+        pred=res("pred.zarr"),
     log:
         f"{R}/logs/{{dataset}}/stitch.log",
     resources:
@@ -49,5 +53,5 @@ rule stitch:
         runtime=60,
     shell:
         "{SAM4EM} stitch --config {CONFIG_FILE} --volume {input.volume}"
-        " --pred {R}/{wildcards.dataset}/pred.zarr --plan {input.plan}"
+        " --pred {params.pred} --plan {input.plan}"
         " --summary {output.summary} --figure {output.figure} > {log} 2>&1"

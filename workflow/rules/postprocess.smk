@@ -3,15 +3,17 @@
 
 rule components:
     input:
-        f"{R}/{{dataset}}/predictions.json",
+        res("predictions.json"),  # pred.zarr is complete
     output:
-        f"{R}/{{dataset}}/objects/{{cls}}.csv",
+        res("objects", "{cls}.csv"),  # instances.zarr/{cls} is complete
+    params:
+        pred=res("pred.zarr"),
+        instances=res("instances.zarr"),
     log:
         f"{R}/logs/{{dataset}}/components_{{cls}}.log",
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
     shell:
-        "{SAM4EM} components --config {CONFIG_FILE} --pred {R}/{wildcards.dataset}/pred.zarr"
-        " --class {wildcards.cls} --out {R}/{wildcards.dataset}/instances.zarr"
-        " --objects {output} > {log} 2>&1"
+        "{SAM4EM} components --config {CONFIG_FILE} --pred {params.pred}"
+        " --class {wildcards.cls} --out {params.instances} --objects {output} > {log} 2>&1"
