@@ -236,26 +236,34 @@ def test_unknown_block_is_a_clear_error(trained, tmp_path):
     assert_user_error(r, "no block 'z9y9x9'")
 
 
+def marked(trained, folder: Path, scale: float) -> Path:
+    """The trained weights marked as trained at ``scale`` (for geometry tests)."""
+    model, payload = load_checkpoint(trained[2])
+    extra = payload["extra"] | {"scale": scale}
+    return save_checkpoint(model, folder / f"scale-{scale:g}.pt", extra=extra)
+
+
 @pytest.fixture(scope="module")
 def half_scale(trained, tmp_path_factory):
-    """The trained weights marked as trained at tiling.scale 0.5 (geometry tests only)."""
-    tmp = tmp_path_factory.mktemp("half")
-    model, payload = load_checkpoint(trained[2])
-    return save_checkpoint(model, tmp / "half.pt", extra=payload["extra"] | {"scale": 0.5})
+    """The trained weights marked as trained at tiling.scale 0.5."""
+    return marked(trained, tmp_path_factory.mktemp("half"), 0.5)
 
 
-def test_blockwise_equals_whole_volume_at_half_scale(trained, half_scale, tmp_path):
-    whole = run_blocks(trained, tmp_path / "whole", [12, 512, 512], 4, 0.5, half_scale)
-    blocks = run_blocks(trained, tmp_path / "blocks", [4, 128, 128], 4, 0.5, half_scale)
+@pytest.mark.parametrize(("scale", "tiles"), [(0.5, 1), (0.75, 4)])
+def test_blockwise_equals_whole_volume_at_other_scales(trained, tmp_path, scale, tiles):
+    ckpt = marked(trained, tmp_path, scale)
+    whole = run_blocks(trained, tmp_path / "whole", [12, 512, 512], 4, scale, ckpt)
+    blocks = run_blocks(trained, tmp_path / "blocks", [4, 128, 128], 4, scale, ckpt)
     assert whole.shape == (3, 12, 448, 448) and whole.max() > 127
     for i, cls in enumerate(CLASSES):
         assert dice(blocks[i] > 127, whole[i] > 127) >= 0.995, cls
     assert np.abs(blocks.astype(int) - whole).mean() <= 2.0
-    # the model ran on the half-size grid: a 448 px crop is 224 px there, one tile
+    # the model ran on the resampled grid: 448 px are 224 px at 0.5 (one 256 px tile)
+    # and 336 px at 0.75 (2 x 2 tiles)
     plan = json.loads((tmp_path / "whole" / "blocks.json").read_text())
-    assert plan["settings"]["scale"] == 0.5
+    assert plan["settings"]["scale"] == scale
     done = json.loads(next((tmp_path / "whole" / "blocks").glob("*.done")).read_text())
-    assert done["tiles_per_slice"] == 1
+    assert done["tiles_per_slice"] == tiles
 
 
 def test_scale_of_plan_and_model_must_agree(trained, half_scale, tmp_path):
