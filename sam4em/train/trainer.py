@@ -217,6 +217,131 @@ def _store_thresholds(
     return thresholds
 
 
+class _StageRun:
+    """The state of one stage's run (weights, optimiser, sampler, random states, step,
+    time, history, best) with what saves, restores, steps and validates it."""
+
+    def __init__(
+        self,
+        model: SAM4EM,
+        s: StageSettings,
+        train: TileSet,
+        val: TileSet | None,
+        work_dir: Path,
+        init_identity: str,
+    ) -> None:
+        self.model, self.s, self.train, self.val = model, s, train, val
+        self.device = pick_device()
+        work_dir.mkdir(parents=True, exist_ok=True)
+        model.to(self.device).train()
+        self.optimizer = torch.optim.AdamW(_param_groups(model, s), weight_decay=s.weight_decay)
+        self.sampler = BalancedSampler(train.presence, train.classes, s.balance, s.seed)
+        self.aug_rng = np.random.default_rng(s.seed + 1000)
+        torch.manual_seed(s.seed)
+        self.run_id = fingerprint(model, s, train, val, init_identity)
+        self.step, self.elapsed = 0, 0.0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"step": -1, "score": -1.0}
+        self.last_path, self.best_path = work_dir / "last.pt", work_dir / "best.pt"
+
+    def restore(self) -> None:
+        """Continue from ``last.pt`` when it was written by a run with the same identity."""
+        if not self.last_path.is_file():
+            return
+        state = torch.load(self.last_path, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") != self.run_id:
+            log.info("stage %d: %s is from other settings; starting afresh",
+                     self.s.stage, self.last_path)  # fmt: skip
+            return
+        self.model.load_state_dict(state["model"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.restore(state["sampler"])
+        self.aug_rng.bit_generator.state = state["aug_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.elapsed = state["step"], state["elapsed"]
+        self.history, self.best = state["history"], state["best"]
+        log.info("stage %d: resuming from %s at step %d", self.s.stage, self.last_path, self.step)
+
+    def save(self) -> None:
+        """Write ``last.pt``: everything :meth:`restore` needs."""
+        _save_state(self.last_path, {
+            "fingerprint": self.run_id, "step": self.step, "elapsed": self.elapsed,
+            "history": self.history, "best": self.best, "model": trainable_state(self.model),
+            "optimizer": self.optimizer.state_dict(), "sampler": self.sampler.state(),
+            "aug_rng": self.aug_rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+        })  # fmt: skip
+
+    def train_step(self, budget_s: float | None) -> tuple[float, float, float]:
+        """One optimisation step at the scheduled rate; (loss, stage-1 loss, stage-2 loss)."""
+        s, device = self.s, self.device
+        done = run_progress(self.step, s.steps, s.warmup_steps, self.elapsed, budget_s)
+        factor = lr_factor(self.step, s.warmup_steps, done)
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["base_lr"] * factor
+        batch = make_batch(self.train, self.sampler.draw(s.batch_size), s, self.aug_rng)
+        images, labels, labelled = (t.to(device) for t in batch)
+        with autocast(device):
+            outputs = _run(self.model, images, s.stage)
+        loss, l1, l2 = _loss(outputs, labels, labelled, s)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return loss.item(), l1, l2
+
+    def log_losses(self, window: list[tuple[float, float, float]]) -> None:
+        """Add the mean losses since the last log to the history."""
+        mean = np.mean(window, axis=0)
+        self.history.append(
+            {"step": self.step, "loss": mean[0], "loss_stage1": mean[1], "loss_stage2": mean[2],
+             "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": round(self.elapsed, 2)}
+        )  # fmt: skip
+
+    def validate(self) -> None:
+        """Val Dice into the history; ``best.pt`` when it is the best so far."""
+        if self.val is None or len(self.val) == 0:
+            return
+        scores = evaluate_dice(self.model, self.val, self.s, self.device)
+        mean = float(np.mean(list(scores.values())))
+        if not self.history or self.history[-1]["step"] != self.step:
+            self.history.append({"step": self.step})
+        self.history[-1].update(
+            {f"val_dice_{c}": v for c, v in scores.items()} | {"val_dice_mean": mean}
+        )
+        if mean > self.best["score"]:
+            self.best = {"step": self.step, "score": mean}
+            extra = {"stage": self.s.stage, "step": self.step, "val_dice": scores,
+                     "scale": self.train.scale}  # fmt: skip
+            save_checkpoint(self.model, self.best_path, extra=extra)
+
+    def finish(self, out: Path) -> TrainResult:
+        """Last validation, val thresholds, history, curves; publish the best as ``out``."""
+        s = self.s
+        if not self.history or self.history[-1]["step"] != self.step:
+            self.history.append({"step": self.step, "elapsed_s": round(self.elapsed, 2)})
+        if self.best["step"] != self.step:
+            self.validate()
+        if not self.best_path.is_file():  # no validation data: the last weights are the result
+            extra = {"stage": s.stage, "step": self.step, "scale": self.train.scale}
+            save_checkpoint(self.model, self.best_path, extra=extra)
+            self.best = {"step": self.step, "score": float("nan")}
+        self.save()
+        if self.val is not None and len(self.val):
+            thresholds = _store_thresholds(self.model, self.best_path, self.val, s, self.device)
+            log.info("stage %d: per-class thresholds chosen on val: %s", s.stage, thresholds)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_history(self.history, out.with_name(f"{out.stem}_history.csv"))
+        write_curves(self.history, out.with_name(f"{out.stem}_curves.png"), f"stage {s.stage}")
+        write_bytes_atomic(out, self.best_path.read_bytes())
+        log.info("stage %d: %d steps in %.1f s; best step %d, mean val Dice %.4f", s.stage,
+                 self.step, self.elapsed, self.best["step"], self.best["score"])  # fmt: skip
+        return TrainResult(
+            self.step, self.best["step"], self.best["score"], self.elapsed, self.history
+        )
+
+
 def train_stage(
     model: SAM4EM,
     s: StageSettings,
@@ -226,125 +351,28 @@ def train_stage(
     work_dir: Path,
     init_identity: str = "",
 ) -> TrainResult:
-    """Train ``model`` for one stage; writes ``out`` (best), history CSV and curves PNG."""
-    device = pick_device()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    model.to(device).train()
-    groups = _param_groups(model, s)
-    optimizer = torch.optim.AdamW(groups, weight_decay=s.weight_decay)
-    sampler = BalancedSampler(train.presence, train.classes, s.balance, s.seed)
-    aug_rng = np.random.default_rng(s.seed + 1000)
-    torch.manual_seed(s.seed)
-    run_id = fingerprint(model, s, train, val, init_identity)
-    step, elapsed, history = 0, 0.0, []
-    best = {"step": -1, "score": -1.0}
-    last_path, best_path = work_dir / "last.pt", work_dir / "best.pt"
-    if last_path.is_file():
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") == run_id:
-            model.load_state_dict(state["model"], strict=False)
-            optimizer.load_state_dict(state["optimizer"])
-            sampler.restore(state["sampler"])
-            aug_rng.bit_generator.state = state["aug_rng"]
-            torch.set_rng_state(state["torch_rng"])
-            step, elapsed, history, best = (
-                state["step"],
-                state["elapsed"],
-                state["history"],
-                state["best"],
-            )
-            log.info("stage %d: resuming from %s at step %d", s.stage, last_path, step)
-        else:
-            log.info("stage %d: %s is from other settings; starting afresh", s.stage, last_path)
+    """Train ``model`` for one stage; writes ``out`` (best), history CSV and curves PNG.
 
-    def checkpoint_state() -> dict[str, Any]:
-        return {
-            "fingerprint": run_id,
-            "step": step,
-            "elapsed": elapsed,
-            "history": history,
-            "best": best,
-            "model": trainable_state(model),
-            "optimizer": optimizer.state_dict(),
-            "sampler": sampler.state(),
-            "aug_rng": aug_rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-        }
-
-    def validate() -> None:
-        nonlocal best
-        if val is None or len(val) == 0:
-            return
-        scores = evaluate_dice(model, val, s, device)
-        mean = float(np.mean(list(scores.values())))
-        if not history or history[-1]["step"] != step:
-            history.append({"step": step})
-        history[-1].update(
-            {f"val_dice_{c}": v for c, v in scores.items()} | {"val_dice_mean": mean}
-        )
-        if mean > best["score"]:
-            best = {"step": step, "score": mean}
-            save_checkpoint(
-                model,
-                best_path,
-                extra={"stage": s.stage, "step": step, "val_dice": scores, "scale": train.scale},
-            )
-
+    The budget is ``s.steps`` and, when set, ``s.minutes`` of wall-clock time (validation
+    included): the run ends at whichever comes first, and the schedule follows it."""
+    run = _StageRun(model, s, train, val, work_dir, init_identity)
+    run.restore()
     budget_s = s.minutes * 60 if s.minutes else None
     window: list[tuple[float, float, float]] = []
-    bar = progress(total=s.steps, initial=step, desc=f"stage {s.stage}", unit="step")
-    t_start = time.perf_counter() - elapsed
-    while step < s.steps and (budget_s is None or elapsed < budget_s):
-        done = run_progress(step, s.steps, s.warmup_steps, elapsed, budget_s)
-        factor = lr_factor(step, s.warmup_steps, done)
-        for g in optimizer.param_groups:
-            g["lr"] = g["base_lr"] * factor
-        images, labels, labelled = make_batch(train, sampler.draw(s.batch_size), s, aug_rng)
-        images, labels, labelled = images.to(device), labels.to(device), labelled.to(device)
-        with autocast(device):
-            outputs = _run(model, images, s.stage)
-        loss, l1, l2 = _loss(outputs, labels, labelled, s)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
-        optimizer.step()
-        step += 1
-        elapsed = time.perf_counter() - t_start
-        window.append((loss.item(), l1, l2))
-        bar.set_postfix(
-            loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False
-        )
+    bar = progress(total=s.steps, initial=run.step, desc=f"stage {s.stage}", unit="step")
+    t_start = time.perf_counter() - run.elapsed
+    while run.step < s.steps and (budget_s is None or run.elapsed < budget_s):
+        window.append(run.train_step(budget_s))
+        run.elapsed = time.perf_counter() - t_start
+        bar.set_postfix(loss=f"{window[-1][0]:.3f}",
+                        lr=f"{run.optimizer.param_groups[0]['lr']:.2e}", refresh=False)  # fmt: skip
         bar.update(1)
-        if step % s.log_every == 0 or step == s.steps:
-            mean = np.mean(window, axis=0)
-            history.append(
-                {"step": step, "loss": mean[0], "loss_stage1": mean[1], "loss_stage2": mean[2],
-                 "lr": optimizer.param_groups[0]["lr"], "elapsed_s": round(elapsed, 2)}
-            )  # fmt: skip
+        if run.step % s.log_every == 0 or run.step == s.steps:
+            run.log_losses(window)
             window = []
-        if step % s.val_every == 0:
-            validate()
-        if step % s.save_every == 0:
-            _save_state(last_path, checkpoint_state())
+        if run.step % s.val_every == 0:
+            run.validate()
+        if run.step % s.save_every == 0:
+            run.save()
     bar.close()
-    if not history or history[-1]["step"] != step:
-        history.append({"step": step, "elapsed_s": round(elapsed, 2)})
-    if best["step"] != step:
-        validate()
-    if not best_path.is_file():  # no validation data: the last weights are the result
-        save_checkpoint(
-            model, best_path, extra={"stage": s.stage, "step": step, "scale": train.scale}
-        )
-        best = {"step": step, "score": float("nan")}
-    _save_state(last_path, checkpoint_state())
-    if val is not None and len(val):
-        thresholds = _store_thresholds(model, best_path, val, s, device)
-        log.info("stage %d: per-class thresholds chosen on val: %s", s.stage, thresholds)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_history(history, out.with_name(f"{out.stem}_history.csv"))
-    write_curves(history, out.with_name(f"{out.stem}_curves.png"), f"stage {s.stage}")
-    write_bytes_atomic(out, best_path.read_bytes())
-    log.info("stage %d: %d steps in %.1f s; best step %d, mean val Dice %.4f",
-             s.stage, step, elapsed, best["step"], best["score"])  # fmt: skip
-    return TrainResult(step, best["step"], best["score"], elapsed, history)
+    return run.finish(out)
