@@ -108,9 +108,8 @@ class StackPredictor:
             else:
                 logits = self.model(batch).final
         probs = torch.sigmoid(logits.float()).chunk(len(views))
-        return torch.stack([_undo_dihedral(p, k) for k, p in zip(views, probs, strict=True)]).mean(
-            0
-        )
+        undone = [_undo_dihedral(p, k) for k, p in zip(views, probs, strict=True)]
+        return torch.stack(undone).mean(0)
 
     def run_window(
         self,
