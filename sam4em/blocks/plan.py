@@ -72,22 +72,16 @@ def touching_tiles(length: int, tile: int, stride: int, start: int, stop: int) -
     return [t for t in tile_starts(length, tile, stride) if t < stop and t + tile > start]
 
 
-def lattice_span(length: int, tile: int, stride: int, start: int, stop: int) -> tuple[int, int]:
-    """Extent of the lattice tiles along one axis that touch ``[start, stop)``, clipped."""
-    used = touching_tiles(length, tile, stride, start, stop)
-    return min(used), min(length, max(used) + tile)
-
-
 def scaled_window(
     length: int, tile: int, stride: int, scale: float, start: int, stop: int
-) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Along one axis, for core pixels [start, stop) of an axis of ``length``: the span of
-    the model grid the block runs (the lattice tiles involved) and the volume span it
-    reads. At scale 1 both are the lattice span of the core."""
+) -> tuple[list[int], tuple[int, int]]:
+    """Along one axis, for core pixels [start, stop) of an axis of ``length``: the starts,
+    on the model grid, of the lattice tiles the block runs (those touching the model
+    pixels its core is interpolated from), and the volume span it reads. At scale 1 these
+    are the tiles touching the core and their extent."""
     n = scaled_length(length, scale)
-    needed = input_span(n, length, start, stop)
-    model_span = lattice_span(n, tile, stride, *needed)
-    return model_span, input_span(length, n, *model_span)
+    tiles = touching_tiles(n, tile, stride, *input_span(n, length, start, stop))
+    return tiles, input_span(length, n, min(tiles), min(n, max(tiles) + tile))
 
 
 def plan_blocks(
@@ -198,7 +192,6 @@ __all__ = [
     "Block",
     "Box",
     "block_ids",
-    "lattice_span",
     "load_plan",
     "plan_blocks",
     "scaled_window",

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sam4em.blocks.plan import Block, load_plan, scaled_window, touching_tiles
+from sam4em.blocks.plan import Block, load_plan, scaled_window
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.zarr_store import LEVEL0, open_group
@@ -29,6 +29,7 @@ from sam4em.model.lora import merge_lora
 from sam4em.predict.pred_store import ensure_pred_store, store_identity
 from sam4em.predict.stack_predictor import PlaneWindow, PredictSettings, StackPredictor
 from sam4em.progress import progress
+from sam4em.tiling.resample import scaled_length
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +52,18 @@ def block_window(
     """The block's place in the volume plane, and the corners (relative to its model box)
     of the lattice tiles it runs (see :func:`sam4em.blocks.plan.scaled_window`)."""
     stride = tile - overlap
-    spans = [
-        scaled_window(shape[ax], tile, stride, scale, block.core.start[ax], block.core.stop[ax])
-        for ax in (1, 2)
-    ]
-    (my0, my1), (mx0, mx1) = (model for model, _ in spans)
+    ny, nx = scaled_length(shape[1], scale), scaled_length(shape[2], scale)
+    ys, _ = scaled_window(shape[1], tile, stride, scale, block.core.start[1], block.core.stop[1])
+    xs, _ = scaled_window(shape[2], tile, stride, scale, block.core.start[2], block.core.stop[2])
+    my0, mx0 = min(ys), min(xs)
     window = PlaneWindow(
         plane=(shape[1], shape[2]),
         scale=scale,
         read_origin=(block.read.start[1], block.read.start[2]),
-        model_box=(my0, my1, mx0, mx1),
+        model_box=(my0, min(ny, max(ys) + tile), mx0, min(nx, max(xs) + tile)),
         core_box=(block.core.start[1], block.core.stop[1], block.core.start[2], block.core.stop[2]),
     )
-    ny, nx = window.model_plane
-
-    def along(n: int, a: int, b: int) -> list[int]:
-        return [t - a for t in touching_tiles(n, tile, stride, a, b)]
-
-    origins = [(y, x) for y in along(ny, my0, my1) for x in along(nx, mx0, mx1)]
-    return window, origins
+    return window, [(y - my0, x - mx0) for y in ys for x in xs]
 
 
 def _file_identity(path: Path) -> dict[str, Any]:
