@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sam4em.tiling.resample import resample, scaled_length
+from sam4em.tiling.resample import resample, scaled_plane
 from sam4em.train.losses import bce_dice
 from sam4em.train.sampler import BalancedSampler
 from sam4em.train.schedule import lr_factor, run_progress
@@ -155,7 +155,7 @@ def predict_unet(model: UNet, stack: np.ndarray, scale: float, context: int) -> 
     resampled onto the model grid, predicted whole (padded to a multiple of 8), resampled
     back."""
     z, h, w = stack.shape
-    mh, mw = scaled_length(h, scale), scaled_length(w, scale)
+    mh, mw = scaled_plane(stack.shape, scale)
     scaled = np.stack([resample(im, (h, w), (mh, mw), grey=True) for im in stack])
     scaled = np.pad(scaled, ((0, 0), (0, -mh % 8), (0, -mw % 8)), mode="reflect")
     out = []

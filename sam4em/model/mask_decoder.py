@@ -83,10 +83,10 @@ class PromptFreeMaskDecoder(nn.Module):
         self, src: torch.Tensor, high_res: tuple[torch.Tensor, ...] | None
     ) -> torch.Tensor:
         """Tokens (B, dim, h, w) to features at 4x (8x with the high-resolution maps)."""
-        if high_res is None or self.high_res_proj is None or self.final_upscaling is None:
-            if high_res is not None:
-                raise ValueError("this decoder was built without high_res")
+        if high_res is None:
             return self.output_upscaling(src)
+        if self.high_res_proj is None or self.final_upscaling is None:
+            raise ValueError("this decoder was built without high_res")
         up, (proj2, proj4, proj8) = self.output_upscaling, self.high_res_proj
         half, quarter, eighth = high_res
         x = up[2](up[1](up[0](src) + proj8(eighth)))

@@ -29,7 +29,7 @@ from sam4em.model.lora import merge_lora
 from sam4em.predict.pred_store import ensure_pred_store, store_identity
 from sam4em.predict.stack_predictor import PlaneWindow, PredictSettings, StackPredictor
 from sam4em.progress import progress
-from sam4em.tiling.resample import scaled_length
+from sam4em.tiling.resample import scaled_plane
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def block_window(
     """The block's place in the volume plane, and the corners (relative to its model box)
     of the lattice tiles it runs (see :func:`sam4em.blocks.plan.scaled_window`)."""
     stride = tile - overlap
-    ny, nx = scaled_length(shape[1], scale), scaled_length(shape[2], scale)
+    ny, nx = scaled_plane(shape, scale)
     ys, _ = scaled_window(shape[1], tile, stride, scale, block.core.start[1], block.core.stop[1])
     xs, _ = scaled_window(shape[2], tile, stride, scale, block.core.start[2], block.core.stop[2])
     my0, mx0 = min(ys), min(xs)

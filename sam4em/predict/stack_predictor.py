@@ -22,7 +22,7 @@ from sam4em.model.device import autocast
 from sam4em.model.memory_bank import MemoryBank
 from sam4em.model.sam4em_model import SAM4EM
 from sam4em.predict.blending import blend_window, slice_tiles
-from sam4em.tiling.resample import resample, scaled_length
+from sam4em.tiling.resample import resample, scaled_plane
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,12 @@ class PlaneWindow:
     @property
     def model_plane(self) -> tuple[int, int]:
         """(Y, X) of the whole plane on the model grid."""
-        return (scaled_length(self.plane[0], self.scale), scaled_length(self.plane[1], self.scale))
+        return scaled_plane(self.plane, self.scale)
 
     @classmethod
     def whole(cls, plane: tuple[int, int], scale: float) -> PlaneWindow:
         """The whole plane, read from its origin."""
-        ny, nx = scaled_length(plane[0], scale), scaled_length(plane[1], scale)
+        ny, nx = scaled_plane(plane, scale)
         return cls(plane, scale, (0, 0), (0, ny, 0, nx), (0, plane[0], 0, plane[1]))
 
 

@@ -25,6 +25,11 @@ def scaled_length(n: int, scale: float) -> int:
     return max(1, round(n * scale))
 
 
+def scaled_plane(plane: tuple[int, ...], scale: float) -> tuple[int, int]:
+    """(Y, X) of the last two axes of ``plane`` at ``scale``."""
+    return scaled_length(plane[-2], scale), scaled_length(plane[-1], scale)
+
+
 def resample_weights(n_in: int, n_out: int, start: int, stop: int) -> tuple[int, np.ndarray]:
     """Weights of output pixels [start, stop) of an axis resampled from ``n_in`` to
     ``n_out`` pixels: ``(first input pixel, (stop - start, k) float64 matrix)``, the matrix

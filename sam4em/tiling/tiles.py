@@ -33,7 +33,7 @@ from sam4em.io.atomic import atomic_directory
 from sam4em.io.zarr_store import create_array, open_group
 from sam4em.progress import progress
 from sam4em.tiling.grid import tile_starts
-from sam4em.tiling.resample import resample, scaled_length
+from sam4em.tiling.resample import resample, scaled_plane
 
 
 def rescale_slice(image: np.ndarray, scale: float, is_mask: bool) -> np.ndarray:
@@ -41,7 +41,7 @@ def rescale_slice(image: np.ndarray, scale: float, is_mask: bool) -> np.ndarray:
     resampled as fractions and thresholded at 0.5."""
     if scale == 1.0:
         return image
-    shape = (scaled_length(image.shape[0], scale), scaled_length(image.shape[1], scale))
+    shape = scaled_plane(image.shape, scale)
     if is_mask:
         return (resample(image, image.shape, shape) >= 0.5).astype(np.uint8)
     return resample(image, image.shape, shape, grey=True)
@@ -76,7 +76,7 @@ def write_tiles(
             f"volume ({nz} slices)"
         )
     size, stride, scale = tiling["tile_size"], tiling["stride"], float(tiling["scale"])
-    scaled_yx = (scaled_length(raw.shape[1], scale), scaled_length(raw.shape[2], scale))
+    scaled_yx = scaled_plane(raw.shape, scale)
     ys, xs = tile_starts(scaled_yx[0], size, stride), tile_starts(scaled_yx[1], size, stride)
     per_slice = len(ys) * len(xs)
     wanted = int(tiling["sequence_length"])
