@@ -73,10 +73,19 @@ UNET_SWEEP = (
 SAM_SWEEP = ((0.5, 5e-4), (1.0, 5e-4), (0.5, 1e-3), (0.5, 2.5e-4))
 
 
+OVERRIDES: dict[str, Any] = {}  # --set KEY=VALUE: dotted config keys for every SAM4EM run
+
+
 def base_config(data: Path, scale: float | None = None) -> dict[str, Any]:
     """The default config pointed at ``data`` (the VNC folder), at tiling ``scale``
-    (default: the config's)."""
+    (default: the config's), with the ``--set`` overrides."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    for dotted, value in OVERRIDES.items():
+        *parents, last = dotted.split(".")
+        node = config
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
     ds = config["datasets"]["vnc"]
     ds["raw"] = str(data / "stack1" / "raw")
     ds["labels"]["source"] = str(data / "stack1" / "labels")
@@ -311,7 +320,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks/.accuracy")
     parser.add_argument("--variants", default="full,single_stage,no_high_res,unet,unet25d")
     parser.add_argument("--out", type=Path, help="merge the runs into this JSON file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (dotted, YAML value)")  # fmt: skip
     args = parser.parse_args()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        OVERRIDES[key] = yaml.safe_load(value)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -379,6 +393,7 @@ def main() -> None:
             "lr": args.lr,
             "stage2_share": args.stage2_share,
             "tta": args.tta,
+            "overrides": OVERRIDES,
         },  # fmt: skip
         "per_seed": per_seed,
     }

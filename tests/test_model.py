@@ -7,6 +7,7 @@ import inspect
 import pytest
 import torch
 
+from sam4em.errors import ConfigError
 from sam4em.model.checkpoint import load_checkpoint, save_checkpoint, trainable_state
 from sam4em.model.lora import lora_layers, merge_lora
 from sam4em.model.model_config import ModelConfig
@@ -219,11 +220,13 @@ def test_high_res_path_forms_masks_at_half_the_tile_and_is_one_switch():
     x = _tiles()
     on, off = build_model(_config()), build_model(_config(high_res=False))
     assert off.high_res is None and not any("high_res" in n for n, _ in off.named_parameters())
-    embeddings = on.encode(x)
+    embeddings, maps = on.encode(x)
     pe, dense = on.image_pe(), on.no_mask_embed.weight.reshape(1, -1, 1, 1)
     sparse = embeddings.new_zeros((2, 0, embeddings.shape[1]))
-    fine = on.decoder1(embeddings, pe, sparse, dense, high_res=on.high_res_features(x))
-    coarse = off.decoder1(off.encode(x), pe, sparse, dense)
+    fine = on.decoder1(embeddings, pe, sparse, dense, high_res=maps)
+    coarse_embeddings, no_maps = off.encode(x)
+    assert no_maps is None
+    coarse = off.decoder1(coarse_embeddings, pe, sparse, dense)
     assert fine.logits.shape[-1] == 64 // 2 and coarse.logits.shape[-1] == 64 // 4
     # the path's maps reach both stages' masks: every level of it gets a gradient
     out = on(x)
@@ -233,6 +236,26 @@ def test_high_res_path_forms_masks_at_half_the_tile_and_is_one_switch():
     assert out.low_res.shape[-1] == 64 // 4  # the memory still sees quarter-size masks
     # a checkpoint written before the path existed rebuilds without it
     assert ModelConfig.from_dict({"high_res": False}).high_res is False
+
+
+def test_conv_stem_feeds_the_encoder_from_the_path_and_needs_random_init(tmp_path):
+    config = _config(conv_stem=True, encoder_trainable="all")
+    model = build_model(config)
+    assert not hasattr(model.image_encoder.vit, "patch_embed")
+    x = _tiles()
+    out = model(x)
+    out.final.sum().backward()
+    # the encoder's tokens come from the path: its 1/8 level is trained through the ViT too
+    assert model.image_encoder.stem.weight.grad.abs().sum() > 0
+    embeddings, _ = model.encode(x)
+    assert embeddings.shape == (2, config.vit.neck_dim, 4, 4)
+    save_checkpoint(model.eval(), tmp_path / "stem.pt")
+    loaded, _ = load_checkpoint(tmp_path / "stem.pt")
+    assert torch.equal(model(x).final, loaded.eval()(x).final)
+    with pytest.raises(ConfigError, match="conv_stem"):
+        _config(conv_stem=True, high_res=False)
+    with pytest.raises(ConfigError, match="random-initialised"):
+        _config(conv_stem=True, checkpoint="sam_vit_b.pth")
 
 
 def test_high_res_model_round_trips_through_a_checkpoint(tmp_path):

@@ -38,7 +38,7 @@ def test_vit_b_embeddings_equal_segment_anything_at_1024(vit_b_file):
     path, sam = vit_b_file
     model = build_model(ModelConfig(preset="vit_b", img_size=1024, checkpoint=str(path))).eval()
     x = _grey(1024)
-    ours = model.encode(x)
+    ours, _ = model.encode(x)
     theirs = sam.image_encoder((x.expand(-1, 3, -1, -1) - sam.pixel_mean) / sam.pixel_std)
     assert ours.shape == theirs.shape == (1, 256, 64, 64)
     assert (ours - theirs).abs().max().item() < 1e-4
@@ -75,7 +75,7 @@ def test_vit_b_at_512_is_interpolated(vit_b_file):
     win = vit.blocks[0].attn  # windowed blocks keep their 27-entry tables
     torch.testing.assert_close(win.rel_pos_h, sam.image_encoder.blocks[0].attn.rel_pos_h)
     out = model(_grey(512))
-    assert model.encode(_grey(512)).shape == (1, 256, 32, 32)
+    assert model.encode(_grey(512))[0].shape == (1, 256, 32, 32)
     assert out.stage1.shape == out.stage2.shape == (1, 3, 512, 512)
     assert torch.isfinite(out.stage2).all()
 

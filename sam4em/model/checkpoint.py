@@ -83,6 +83,10 @@ def load_checkpoint(
     payload = read_checkpoint(path)
     config_dict = dict(payload["model_config"])
     config_dict.setdefault("high_res", False)  # written before the high-resolution path
+    if config_dict["high_res"] and "high_res_width" not in config_dict:
+        raise CheckpointError(
+            f"{path}: written with an earlier layout of the high-resolution path; retrain it"
+        )
     if base_checkpoint is not None:
         config_dict["checkpoint"] = str(base_checkpoint)
     config = ModelConfig.from_dict(config_dict)

@@ -1,10 +1,12 @@
-"""A light convolutional path that gives the decoders fine detail the ViT tokens lack.
+"""A convolutional path that gives the decoders fine detail the ViT tokens lack.
 
 The ViT sees the tile in 16 x 16 patches, so a decoder that only upsamples its tokens
-draws masks in blocks. This path runs a few strided convolutions on the tile itself and
-hands the decoders feature maps at 1/2, 1/4 and 1/8 of the tile, which they add into
-their upscaling (the pattern of SAM2's high-resolution features and HQ-SAM's early-layer
-fusion). It runs beside the patch embedding, so official SAM weights load unchanged.
+draws masks in blocks. This path runs strided convolutions on the tile itself and hands
+the decoders feature maps at 1/2, 1/4 and 1/8 of the tile, which they add into their
+upscaling (the pattern of SAM2's high-resolution features and HQ-SAM's early-layer
+fusion). With official SAM weights it runs beside the patch embedding, so the weights
+load unchanged; a random-initialised encoder may instead take its tokens from the path's
+1/8 map (``model.conv_stem``, see :class:`~sam4em.model.image_encoder.EMImageEncoder`).
 """
 
 from __future__ import annotations
@@ -14,32 +16,29 @@ from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
 
-def _down(cin: int, cout: int) -> nn.Sequential:
-    """Halve the resolution: strided 3x3 conv, then a 3x3 conv, each normalised."""
+def conv_block(cin: int, cout: int, *, stride: int = 1) -> nn.Sequential:
+    """A 3x3 convolution (``stride`` 2 halves the resolution), normalised, then GELU."""
     return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel_size=3, stride=2, padding=1),
-        LayerNorm2d(cout),
-        nn.GELU(),
-        nn.Conv2d(cout, cout, kernel_size=3, padding=1),
+        nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1),
         LayerNorm2d(cout),
         nn.GELU(),
     )
 
 
-def high_res_channels(dim: int) -> tuple[int, int, int]:
-    """Channels at 1/2, 1/4 and 1/8: those of a decoder's upscaling at each resolution."""
-    return dim // 8, dim // 8, dim // 4
+def high_res_channels(width: int) -> tuple[int, int, int]:
+    """Channels of the path's maps at 1/2, 1/4 and 1/8 of the tile."""
+    return width, 2 * width, 4 * width
 
 
 class HighResPath(nn.Module):
     """Grey tiles (B, 1, S, S), values 0..255 -> feature maps at S/2, S/4 and S/8."""
 
-    def __init__(self, *, dim: int) -> None:
+    def __init__(self, *, width: int) -> None:
         super().__init__()
-        c2, c4, c8 = high_res_channels(dim)
-        self.down2 = _down(1, c2)
-        self.down4 = _down(c2, c4)
-        self.down8 = _down(c4, c8)
+        c2, c4, c8 = high_res_channels(width)
+        self.down2 = nn.Sequential(conv_block(1, c2, stride=2), conv_block(c2, c2))
+        self.down4 = nn.Sequential(conv_block(c2, c4, stride=2), conv_block(c4, c4))
+        self.down8 = nn.Sequential(conv_block(c4, c8, stride=2), conv_block(c8, c8))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(1/2, 1/4, 1/8) feature maps of the tiles."""

@@ -35,17 +35,41 @@ def build_vit(preset: VitPreset, img_size: int) -> ImageEncoderViT:
 
 
 class EMImageEncoder(nn.Module):
-    """Normalises grey EM tiles (B, 1, H, W, values 0..255) and runs the ViT on them."""
+    """Normalises grey EM tiles (B, 1, H, W, values 0..255) and runs the ViT on them.
 
-    def __init__(self, vit: ImageEncoderViT) -> None:
+    With ``stem_channels`` the ViT's tokens come from a convolutional map at 1/8 of the
+    tile (a 2x2 strided convolution, in place of the 16 x 16 patchify step): for
+    random-initialised encoders, whose patch embedding has nothing to keep.
+    """
+
+    def __init__(self, vit: ImageEncoderViT, *, stem_channels: int = 0) -> None:
         super().__init__()
         self.vit = vit
+        self.stem = None
+        if stem_channels:
+            embed_dim = vit.patch_embed.proj.out_channels
+            self.stem = nn.Conv2d(stem_channels, embed_dim, kernel_size=2, stride=2)
+            del self.vit.patch_embed
         self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Image embeddings (B, neck_dim, H/16, W/16) of grey tiles (B, 1, H, W)."""
+    def forward(self, images: torch.Tensor, eighth: torch.Tensor | None = None) -> torch.Tensor:
+        """Image embeddings (B, neck_dim, H/16, W/16) of grey tiles (B, 1, H, W); a model
+        with a stem reads its tokens from ``eighth``, the (B, C, H/8, W/8) map."""
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"expected tiles of shape (B, 1, H, W), got {tuple(images.shape)}")
+        if self.stem is not None:
+            if eighth is None:
+                raise ValueError("this encoder takes its tokens from a 1/8-resolution map")
+            return self._from_tokens(self.stem(eighth).permute(0, 2, 3, 1))
         x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
         return self.vit((x - self.pixel_mean) / self.pixel_std)
+
+    def _from_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The ViT after its patch embedding: tokens (B, h, w, C) -> embeddings."""
+        vit = self.vit
+        if vit.pos_embed is not None:
+            x = x + vit.pos_embed
+        for block in vit.blocks:
+            x = block(x)
+        return vit.neck(x.permute(0, 3, 1, 2))

@@ -10,7 +10,7 @@ from segment_anything.modeling.mask_decoder import MLP
 from segment_anything.modeling.transformer import TwoWayTransformer
 from torch import nn
 
-from sam4em.model.high_res import high_res_channels
+from sam4em.model.high_res import conv_block, high_res_channels
 
 
 @dataclass
@@ -30,9 +30,10 @@ class PromptFreeMaskDecoder(nn.Module):
     ``mask_tokens``, ``output_upscaling``, ``output_hypernetworks_mlps``) so that SAM's
     weights load where shapes allow. With ``skip_features`` another stage's upscaled
     features are added before the masks are formed (the H-SAM skip connection). With
-    ``high_res`` the maps of a :class:`~sam4em.model.high_res.HighResPath` are added at
-    1/8 and 1/4 of the tile, and a final 3x3-conv step upscales to 1/2 of the tile, where
-    the 1/2 map joins in and the masks are formed.
+    ``high_res`` (the path's width) the maps of a
+    :class:`~sam4em.model.high_res.HighResPath` are added at 1/8 and 1/4 of the tile, a
+    final 3x3-conv step upscales to 1/2 of the tile, where the 1/2 map joins in, and a
+    3x3 convolution follows each join before the masks are formed.
     """
 
     def __init__(
@@ -44,7 +45,7 @@ class PromptFreeMaskDecoder(nn.Module):
         heads: int = 8,
         mlp_dim: int = 2048,
         skip_features: bool = False,
-        high_res: bool = False,
+        high_res: int = 0,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -63,17 +64,22 @@ class PromptFreeMaskDecoder(nn.Module):
             MLP(dim, dim, dim // 8, 3) for _ in range(num_classes)
         )
         self.skip_proj = nn.Conv2d(dim // 8, dim // 8, kernel_size=1) if skip_features else None
+        up_channels = (dim // 8, dim // 8, dim // 4)  # the upscaling's at 1/2, 1/4, 1/8
         self.high_res_proj = (
-            nn.ModuleList(nn.Conv2d(c, c, kernel_size=1) for c in high_res_channels(dim))
+            nn.ModuleList(
+                nn.Conv2d(c, u, kernel_size=1)
+                for c, u in zip(high_res_channels(high_res), up_channels, strict=True)
+            )
             if high_res
             else None
+        )
+        self.high_res_refine = (
+            nn.ModuleList(conv_block(u, u) for u in up_channels) if high_res else None
         )
         self.final_upscaling = (
             nn.Sequential(
                 nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                nn.Conv2d(dim // 8, dim // 8, kernel_size=3, padding=1),
-                LayerNorm2d(dim // 8),
-                nn.GELU(),
+                conv_block(dim // 8, dim // 8),
             )
             if high_res
             else None
@@ -85,13 +91,17 @@ class PromptFreeMaskDecoder(nn.Module):
         """Tokens (B, dim, h, w) to features at 4x (8x with the high-resolution maps)."""
         if high_res is None:
             return self.output_upscaling(src)
-        if self.high_res_proj is None or self.final_upscaling is None:
+        if self.high_res_proj is None or self.high_res_refine is None or not self.final_upscaling:
             raise ValueError("this decoder was built without high_res")
-        up, (proj2, proj4, proj8) = self.output_upscaling, self.high_res_proj
+        up, (proj2, proj4, proj8), (refine2, refine4, refine8) = (
+            self.output_upscaling,
+            self.high_res_proj,
+            self.high_res_refine,
+        )
         half, quarter, eighth = high_res
-        x = up[2](up[1](up[0](src) + proj8(eighth)))
-        x = up[4](up[3](x) + proj4(quarter))
-        return self.final_upscaling(x) + proj2(half)
+        x = refine8(up[2](up[1](up[0](src) + proj8(eighth))))
+        x = refine4(up[4](up[3](x) + proj4(quarter)))
+        return refine2(self.final_upscaling(x) + proj2(half))
 
     def forward(
         self,

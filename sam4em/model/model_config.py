@@ -68,6 +68,8 @@ class ModelConfig:
     encoder_trainable: str = "lora"  # "lora": base frozen + adapters; "all": full encoder
     two_stage: bool = True
     high_res: bool = True  # the convolutional high-resolution path into both decoders
+    high_res_width: int = 32  # its channels at 1/2 of the tile (x2 at 1/4, x4 at 1/8)
+    conv_stem: bool = False  # the encoder's tokens come from the path (random init only)
     lora: LoraSettings = field(default_factory=LoraSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
 
@@ -81,6 +83,13 @@ class ModelConfig:
         bad = [t for t in self.lora.targets if t not in LORA_TARGETS]
         if bad:
             raise ConfigError(f"model.lora.targets: {bad} not among {list(LORA_TARGETS)}")
+        if self.conv_stem and not self.high_res:
+            raise ConfigError("model.conv_stem: needs model.high_res (the stem is its 1/8 map)")
+        if self.conv_stem and self.checkpoint:
+            raise ConfigError(
+                "model.conv_stem: only for random-initialised encoders (it replaces the "
+                "patch embedding that official SAM weights need)"
+            )
         if not self.classes:
             raise ConfigError("model: at least one class is needed")
         if self.vit.neck_dim % self.memory.heads:

@@ -13,7 +13,7 @@ from segment_anything.modeling.prompt_encoder import PositionEmbeddingRandom
 from torch import nn
 
 from sam4em.io.download import file_digest
-from sam4em.model.high_res import HighResPath
+from sam4em.model.high_res import HighResPath, high_res_channels
 from sam4em.model.image_encoder import EMImageEncoder, build_vit
 from sam4em.model.lora import add_lora
 from sam4em.model.mask_decoder import PromptFreeMaskDecoder
@@ -60,16 +60,20 @@ class SAM4EM(nn.Module):
         self.config = config
         vit = config.vit
         dim, n_cls = vit.neck_dim, len(config.classes)
-        self.image_encoder = EMImageEncoder(build_vit(vit, config.img_size))
+        width = config.high_res_width if config.high_res else 0
+        self.image_encoder = EMImageEncoder(
+            build_vit(vit, config.img_size),
+            stem_channels=high_res_channels(width)[2] if config.conv_stem else 0,
+        )
         self.pe_layer = PositionEmbeddingRandom(dim // 2)
         self.no_mask_embed = nn.Embedding(1, dim)
-        self.high_res = HighResPath(dim=dim) if config.high_res else None
+        self.high_res = HighResPath(width=width) if width else None
         decoder_args = {
             "dim": dim,
             "num_classes": n_cls,
             "heads": vit.decoder_heads,
             "mlp_dim": vit.decoder_mlp_dim,
-            "high_res": config.high_res,
+            "high_res": width,
         }
         self.decoder1 = PromptFreeMaskDecoder(**decoder_args)
         self.prompt_generator = StagePromptGenerator(dim, n_cls) if config.two_stage else None
@@ -96,13 +100,12 @@ class SAM4EM(nn.Module):
         n = self.config.embedding_size
         return self.pe_layer((n, n)).unsqueeze(0)
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Image embeddings of grey tiles (B, 1, S, S), values 0..255."""
-        return self.image_encoder(images)
-
-    def high_res_features(self, images: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
-        """The high-resolution maps of the tiles (None for a model without the path)."""
-        return None if self.high_res is None else self.high_res(images)
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Image embeddings of grey tiles (B, 1, S, S), values 0..255, and the tiles'
+        high-resolution maps (None for a model without the path)."""
+        high_res = None if self.high_res is None else self.high_res(images)
+        eighth = high_res[2] if high_res is not None and self.config.conv_stem else None
+        return self.image_encoder(images, eighth), high_res
 
     def decode(
         self, embeddings: torch.Tensor, high_res: tuple[torch.Tensor, ...] | None = None
@@ -126,7 +129,7 @@ class SAM4EM(nn.Module):
 
     def forward(self, images: torch.Tensor) -> SegmentationOutput:
         """2D forward of a batch of tiles, memory off."""
-        return self.decode(self.encode(images), self.high_res_features(images))
+        return self.decode(*self.encode(images))
 
     def new_memory(self) -> MemoryBank:
         """An empty memory bank sized for this model."""
@@ -134,9 +137,9 @@ class SAM4EM(nn.Module):
 
     def step(self, images: torch.Tensor, bank: MemoryBank) -> SegmentationOutput:
         """Segment one slice's tiles (B, 1, S, S) using ``bank``, then store this slice in it."""
-        embeddings = self.encode(images)
+        embeddings, high_res = self.encode(images)
         conditioned = self.memory_attention(embeddings, self.image_pe(), bank)
-        output = self.decode(conditioned, self.high_res_features(images))
+        output = self.decode(conditioned, high_res)
         bank.push(self.memory_encoder(embeddings, torch.sigmoid(output.low_res.detach())))
         return output
 
