@@ -44,6 +44,7 @@ from sam4em.evaluate.run_evaluation import class_metrics
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint
 from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
+from sam4em.tiling.settings import TilingSettings
 from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage
 from sam4em.train.settings import stage_settings
@@ -134,7 +135,13 @@ class Bench:
                 a, b = config["datasets"]["vnc"]["split"][split]
                 path = self.work / f"{split}-{scale:g}.zarr"
                 if not path.exists():
-                    write_tiles(self.volume, split, range(a, b + 1), config["tiling"], path)
+                    write_tiles(
+                        self.volume,
+                        split,
+                        range(a, b + 1),
+                        TilingSettings.from_config(config),
+                        path,
+                    )
                 out[split] = str(path)
             self._tiles[scale] = out
         return self._tiles[scale]
@@ -212,7 +219,9 @@ def run_sam4em(
     minutes_used = round((r1.elapsed_s + r2.elapsed_s) / 60, 2)
     info = {"steps": {"stage1": r1.step, "stage2": r2.step}, "train_minutes": minutes_used,
             "scale": scale}  # fmt: skip
-    thresholds = load_checkpoint(work / "stage2.pt")[1]["extra"]["thresholds"]
+    extra = load_checkpoint(work / "stage2.pt")[1]["extra"]
+    thresholds = extra["thresholds"]
+    info["val_dice"] = round(float(np.mean(list(extra["val_dice_at_thresholds"].values()))), 4)
     probs = _predict_sam(work / "stage2.pt", bench, True, tta)
     out = {variant: info | bench.score(probs, thresholds)}
     if variant == "full":
@@ -273,7 +282,8 @@ def run_unet(
     start = TEST[0] - u.context
     probs = predict_unet(model, bench.raw[start : TEST[1]], scale, u.context)
     run = {"steps": info["steps"], "train_minutes": round(info["seconds"] / 60, 2),
-           "scale": scale, "width": u.width, "lr": u.lr}  # fmt: skip
+           "scale": scale, "width": u.width, "lr": u.lr,
+           "val_dice": round(info["val_dice_at_thresholds"], 4)}  # fmt: skip
     return run | bench.score(probs, info["thresholds"])
 
 

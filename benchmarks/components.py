@@ -34,7 +34,7 @@ if method == "whole":
 else:
     from sam4em.postprocess.block_components import blockwise_components
     scratch, out = new("scratch", "uint64"), new("blockwise", "uint32")
-    blockwise_components(lambda b: np.asarray(mask[b]), mask.shape, (block,) * 3, 26,
+    blockwise_components(lambda b: np.asarray(mask[b.slices()]), mask.shape, (block,) * 3, 26,
                          scratch, out)
 print(json.dumps({"seconds": time.perf_counter() - t0,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -30,7 +30,7 @@ import tifffile
 import torch
 import yaml
 
-from sam4em.blocks.plan import load_plan, write_plan
+from sam4em.blocks.plan import PlanSettings, load_plan, load_settings, write_plan
 from sam4em.config import validate_config
 from sam4em.data.importer import import_dataset
 from sam4em.io.zarr_store import open_group
@@ -40,6 +40,7 @@ from sam4em.model.lora import merge_lora
 from sam4em.model.model_config import ModelConfig
 from sam4em.model.sam4em_model import build_model
 from sam4em.predict.block_job import block_window, predict_block
+from sam4em.tiling.settings import TilingSettings
 from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage
 
@@ -51,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _train_quick(config: dict, work: Path) -> Path:
     volume = work / "volume.zarr"
-    tiles = [str(write_tiles(volume, s, r, config["tiling"], work / f"{s}.zarr"))
+    tiles = [str(write_tiles(volume, s, r, TilingSettings.from_config(config), work / f"{s}.zarr"))
              for s, r in (("train", range(0, 14)), ("val", range(14, 16)))]  # fmt: skip
     config = json.loads(json.dumps(config))
     config["train"]["stage1"].update(steps=40, val_every=40, minutes=None)
@@ -65,8 +66,8 @@ def run_all_blocks(config: dict, ckpt: Path, volume: Path, work: Path, block_sha
     """Predict every block of a plan in this process; returns the seconds taken."""
     inference = config["inference"] | {"block_shape": block_shape}
     shape = open_group(volume)["raw"].shape
-    write_plan(work / "blocks.json", shape, inference, config["model"]["img_size"],
-               config["tiling"]["scale"])  # fmt: skip
+    write_plan(work / "blocks.json", shape,
+               PlanSettings.from_config(config | {"inference": inference}))  # fmt: skip
     t0 = time.perf_counter()
     for b in load_plan(work / "blocks.json"):
         predict_block(inference, ckpt, volume, work / "blocks.json", b.id, work / "pred.zarr",
@@ -83,13 +84,10 @@ def bare_model_seconds(config: dict, ckpt: Path, volume: Path, plan: Path) -> fl
     model.eval().to(device)
     raw = open_group(volume)["raw"]
     s, max_batch = model.config.img_size, config["inference"]["max_batch"]
-    plan_settings = json.loads(plan.read_text())["settings"]
+    settings = load_settings(plan)
     total = 0.0
     for b in load_plan(plan):
-        _, origins = block_window(
-            b, raw.shape, s, plan_settings["tile_overlap"], plan_settings["scale"]
-        )
-        n_tiles = len(origins)
+        n_tiles = len(block_window(b, raw.shape, settings).origins)
         n_slices = b.core.stop[0] - b.warmup[0]
         tiles = torch.rand((n_tiles, 1, s, s), device=device) * 255
         batches = [tiles[i : i + max_batch] for i in range(0, n_tiles, max_batch)]
@@ -107,14 +105,13 @@ def block_rss_mb(config_path: Path, ckpt: Path, volume: Path, work: Path) -> flo
     code = (
         "import sys\n"
         "from sam4em.config import load_config\n"
-        "from sam4em.blocks.plan import write_plan\n"
+        "from sam4em.blocks.plan import PlanSettings, write_plan\n"
         "from sam4em.io.zarr_store import open_group\n"
         "from sam4em.predict.block_job import predict_block\n"
         "cfg, ckpt, vol, work = sys.argv[1:]\n"
         "c = load_config(cfg)\n"
         "shape = open_group(vol)['raw'].shape\n"
-        "b = write_plan(work + '/blocks.json', shape, c['inference'], c['model']['img_size'],\n"
-        "               c['tiling']['scale'])\n"
+        "b = write_plan(work + '/blocks.json', shape, PlanSettings.from_config(c))\n"
         "predict_block(c['inference'], ckpt, vol, work + '/blocks.json', b[0].id,\n"
         "              work + '/pred.zarr', work + '/b.done')\n"
         # VmHWM restarts at exec; ru_maxrss would carry the parent's peak over the fork

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sam4em.config import validate_config
 from sam4em.data.importer import import_dataset
+from sam4em.tiling.settings import TilingSettings
 from sam4em.tiling.tiles import write_tiles
 
 DEFAULT_VNC = Path(__file__).resolve().parents[2] / "shared" / "data" / "drosophila-vnc"
@@ -44,7 +45,9 @@ def main() -> None:
         vol = import_dataset(config, "vnc", Path(tmp) / "volume.zarr")
         t_import = time.perf_counter() - t0
         t0 = time.perf_counter()
-        write_tiles(vol, "train", range(0, 14), config["tiling"], Path(tmp) / "train.zarr")
+        write_tiles(
+            vol, "train", range(0, 14), TilingSettings.from_config(config), Path(tmp) / "train.zarr"
+        )
         t_tile = time.perf_counter() - t0
     voxels = 20 * 1024 * 1024
     print(

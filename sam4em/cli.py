@@ -21,8 +21,10 @@ log = logging.getLogger("sam4em")
 
 def _cmd_check_config(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
+    from sam4em.settings import check_stage_settings
 
     config = load_config(args.config)
+    check_stage_settings(config, str(args.config))
     names = ", ".join(config["datasets"])
     print(f"{args.config}: valid ({len(config['datasets'])} dataset(s): {names})")
 
@@ -51,6 +53,7 @@ def _cmd_import(args: argparse.Namespace) -> None:
 
 def _cmd_tile(args: argparse.Namespace) -> None:
     from sam4em.config import dataset, load_config, split_slices
+    from sam4em.tiling.settings import TilingSettings
     from sam4em.tiling.tiles import write_tiles
 
     config = load_config(args.config)
@@ -58,20 +61,18 @@ def _cmd_tile(args: argparse.Namespace) -> None:
         slices = split_slices(dataset(config, args.dataset), args.split)
     except ConfigError as exc:
         raise ConfigError(f"datasets.{args.dataset}.{exc}") from None
-    out = write_tiles(args.volume, args.split, slices, config["tiling"], args.out)
+    out = write_tiles(args.volume, args.split, slices, TilingSettings.from_config(config), args.out)
     print(f"wrote {out}")
 
 
 def _cmd_plan_blocks(args: argparse.Namespace) -> None:
-    from sam4em.blocks.plan import write_plan
+    from sam4em.blocks.plan import PlanSettings, write_plan
     from sam4em.config import load_config
     from sam4em.io.zarr_store import open_group
 
     config = load_config(args.config)
     shape = open_group(args.volume)["raw"].shape
-    blocks = write_plan(
-        args.out, shape, config["inference"], config["model"]["img_size"], config["tiling"]["scale"]
-    )
+    blocks = write_plan(args.out, shape, PlanSettings.from_config(config))
     print(f"wrote {args.out}: {len(blocks)} block(s) for volume {tuple(shape)}")
 
 
@@ -125,11 +126,13 @@ def _cmd_stitch(args: argparse.Namespace) -> None:
 def _cmd_components(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
     from sam4em.postprocess.instances import components_for_class
+    from sam4em.postprocess.settings import ComponentSettings
 
     config = load_config(args.config)
     if args.cls not in config["classes"]:
         raise ConfigError(f"--class: '{args.cls}' is not one of {config['classes']}")
-    table = components_for_class(config, args.pred, args.cls, args.out, args.objects)
+    settings = ComponentSettings.from_config(config, args.cls)
+    table = components_for_class(settings, args.pred, args.cls, args.out, args.objects)
     print(f"{args.cls}: {len(table)} object(s) in {args.out}/{args.cls}")
 
 

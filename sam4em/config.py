@@ -57,6 +57,12 @@ def validate_config(config: dict[str, Any], origin: str = "config") -> dict[str,
     """
     if not isinstance(config, dict):
         raise ConfigError(f"{origin}: expected a mapping of keys, got {type(config).__name__}")
+    tiling = config.get("tiling")
+    if isinstance(tiling, dict) and "tile_size" in tiling:
+        raise ConfigError(
+            f"{origin}: tiling.tile_size was removed: tiles are the model's input, so their "
+            "side is model.img_size (delete tiling.tile_size; set model.img_size instead)"
+        )
     with open(schema_path()) as fh:
         schema = yaml.safe_load(fh)
     problem = _schema_error(config, schema)
@@ -99,11 +105,11 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
         rr = ds.get("raw_range")
         if rr and rr[0] >= rr[1]:
             raise ConfigError(f"{origin}: {key}.raw_range: low {rr[0]} must be below high {rr[1]}")
-    tiling = config["tiling"]
-    if tiling["stride"] > tiling["tile_size"]:
+    tiling, model = config["tiling"], config["model"]
+    if tiling["stride"] > model["img_size"]:
         raise ConfigError(
-            f"{origin}: tiling.stride: {tiling['stride']} is larger than tiling.tile_size "
-            f"{tiling['tile_size']} (tiles would leave gaps)"
+            f"{origin}: tiling.stride: {tiling['stride']} is larger than the tile side "
+            f"model.img_size {model['img_size']} (tiles would leave gaps)"
         )
     train = config["train"]
     if train["balance"] is None:  # default: see synapses often when they are a class
@@ -118,11 +124,10 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
                 f"{origin}: train.pretrain_datasets: '{name}' is not a configured dataset "
                 "with a train split"
             )
-    model = config["model"]
-    if tiling["tile_size"] != model["img_size"]:
+    if model["conv_stem"] and (model["checkpoint"] or not model["high_res"]):
         raise ConfigError(
-            f"{origin}: tiling.tile_size: {tiling['tile_size']} differs from model.img_size "
-            f"{model['img_size']} (tiles are the model's input)"
+            f"{origin}: model.conv_stem: needs model.high_res and a random-initialised "
+            "encoder (it replaces the patch embedding that official SAM weights need)"
         )
     slots = model["memory"]["slots"]
     if tiling["sequence_length"] < slots + 1:
@@ -175,17 +180,22 @@ def class_setting(value: Any, cls: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def threshold_level(
+    configured: float | None, cls: str, chosen: Mapping[str, float] | None = None
+) -> int:
+    """The uint8 probability at or above which a voxel belongs to ``cls``: the
+    ``configured`` threshold when set, else the one ``chosen`` on val for the model
+    (``pred.zarr``'s ``thresholds`` attribute, written by inference), else 0.5."""
+    value = configured if configured is not None else (chosen or {}).get(cls, 0.5)
+    return int(np.ceil(float(value) * 255))
+
+
 def probability_level(
     config: dict[str, Any], cls: str, chosen: Mapping[str, float] | None = None
 ) -> int:
-    """The uint8 probability at or above which a voxel belongs to ``cls``: the config's
-    ``components.threshold`` when set, else the threshold ``chosen`` on val for the model
-    (recorded in ``pred.zarr``'s ``thresholds`` attribute by inference), else 0.5. Every
-    mask the project shows or scores is cut at this level."""
-    fallback = float((chosen or {}).get(cls, 0.5))
-    return int(
-        np.ceil(float(class_setting(config["components"]["threshold"], cls, fallback)) * 255)
-    )
+    """:func:`threshold_level` with ``components.threshold`` of ``config``. Every mask
+    the project shows or scores is cut at this level."""
+    return threshold_level(class_setting(config["components"]["threshold"], cls, None), cls, chosen)
 
 
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -101,7 +101,7 @@ def test_unknown_dataset_name(tmp_path):
         (lambda c: c.update(tilng={"tile_size": 64}), ["(top level)", "'tilng' was unexpected"]),
         (lambda c: c["datasets"]["d"].update(voxel_sise=[1, 1, 1]), ["datasets.d", "voxel_sise"]),
         (lambda c: c["datasets"]["d"].update(voxel_size="4nm"), ["datasets.d.voxel_size", "'4nm'"]),
-        (lambda c: c.update(tiling={"tile_size": "big"}), ["tiling.tile_size", "'big'"]),
+        (lambda c: c.update(tiling={"stride": "big"}), ["tiling.stride", "'big'"]),
         (
             lambda c: c["datasets"]["d"].update(labels={"source": "x.tif", "values": {"mitos": 1}}),
             ["datasets.d.labels", "'mitos' is not in classes"],
@@ -125,6 +125,16 @@ def test_unknown_dataset_name(tmp_path):
             lambda c: c.update(tiling={"sequence_length": 4}),
             ["tiling.sequence_length", "below model.memory.slots + 1 = 5"],
         ),
+        (
+            lambda c: c.update(
+                model={"conv_stem": True, "checkpoint": "sam_vit_b.pth", "preset": "vit_b"}
+            ),  # fmt: skip
+            ["model.conv_stem", "random-initialised"],
+        ),
+        (  # found only by building the model's settings: refused before any work starts
+            lambda c: c.update(model={"memory": {"heads": 3}}),
+            ["model.memory.heads", "does not divide"],
+        ),
     ],
     ids=[
         "top-typo",
@@ -136,6 +146,8 @@ def test_unknown_dataset_name(tmp_path):
         "align",
         "missing",
         "short-sequences",
+        "conv-stem-with-weights",
+        "stage-settings",
     ],
 )
 def test_config_errors(tmp_path, edit, fragments):

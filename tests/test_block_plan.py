@@ -9,8 +9,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sam4em.blocks.plan import block_ids, load_plan, plan_blocks, write_plan
-from sam4em.tiling.grid import tile_starts
+from sam4em.blocks.plan import (
+    PlanSettings,
+    block_ids,
+    load_plan,
+    load_settings,
+    plan_blocks,
+    write_plan,
+)
+from sam4em.tiling.lattice import Lattice
+
+
+def _settings(block, chunks, tile, overlap, warmup) -> PlanSettings:
+    return PlanSettings(tuple(block), tuple(chunks), Lattice.from_overlap(tile, overlap), warmup)
 
 
 @st.composite
@@ -26,8 +37,8 @@ def plans(draw):
 @given(plans())
 def test_cores_partition_the_volume(args):
     shape, block, chunks, tile, overlap, warmup = args
-    blocks = plan_blocks(shape, block, chunks, tile, overlap, warmup)
-    lattice = [tile_starts(n, tile, tile - overlap) for n in shape]
+    blocks = plan_blocks(shape, _settings(block, chunks, tile, overlap, warmup))
+    lattice = [Lattice(tile, tile - overlap).starts(n) for n in shape]
     cover = np.zeros(shape, np.int32)
     for b in blocks:
         cover[b.core.slices()] += 1
@@ -55,7 +66,7 @@ def test_cores_partition_the_volume(args):
 
 
 def test_demo_plan_numbers():
-    blocks = plan_blocks((20, 1024, 1024), (10, 512, 512), (1, 256, 256), 256, 64, warmup=2)
+    blocks = plan_blocks((20, 1024, 1024), _settings((10, 512, 512), (1, 256, 256), 256, 64, 2))
     assert len(blocks) == 8
     # tiles every 192 px: the first block's core [0, 512) reads the tiles at 0, 192, 384
     assert blocks[0].read.stop[1:] == (640, 640) and blocks[-1].read.start[1:] == (384, 384)
@@ -65,15 +76,18 @@ def test_demo_plan_numbers():
 
 def test_misaligned_block_shape_is_refused():
     with pytest.raises(ValueError, match="not a multiple"):
-        plan_blocks((10, 100, 100), (4, 50, 64), (1, 32, 32), 32, 0, 0)
+        _settings((4, 50, 64), (1, 32, 32), 32, 0, 0)
 
 
 def test_plan_file_round_trip(tmp_path):
-    settings = {"block_shape": [4, 32, 32], "chunks": [2, 16, 16], "tile_overlap": 8, "warmup": 1}
-    blocks = write_plan(tmp_path / "blocks.json", (9, 50, 70), settings, tile_size=24)
+    settings = _settings((4, 32, 32), (2, 16, 16), 24, 8, 1)
+    blocks = write_plan(tmp_path / "blocks.json", (9, 50, 70), settings)
     assert load_plan(tmp_path / "blocks.json") == blocks
+    assert load_settings(tmp_path / "blocks.json") == settings
     data = json.loads((tmp_path / "blocks.json").read_text())
     assert data["volume_shape"] == [9, 50, 70]
-    assert data["settings"] == settings | {"tile_size": 24, "scale": 1.0}
+    assert data["settings"] == {"block_shape": [4, 32, 32], "chunks": [2, 16, 16],
+                                "tile_size": 24, "tile_overlap": 8, "warmup": 1,
+                                "scale": 1.0}  # fmt: skip
     assert block_ids(tmp_path / "blocks.json") == [b.id for b in blocks]
     assert not list(tmp_path.glob("*.partial-*"))

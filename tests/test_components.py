@@ -16,7 +16,7 @@ def run(mask: np.ndarray, block, connectivity, **filters):
     scratch = np.zeros(mask.shape, np.uint64)
     out = np.zeros(mask.shape, np.uint32)
     table = blockwise_components(
-        lambda box: mask[box], mask.shape, block, connectivity, scratch, out, **filters
+        lambda box: mask[box.slices()], mask.shape, block, connectivity, scratch, out, **filters
     )
     return out, table
 

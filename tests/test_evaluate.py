@@ -13,6 +13,7 @@ from sam4em.config import validate_config
 from sam4em.data.importer import import_dataset
 from sam4em.evaluate.run_evaluation import evaluate_dataset
 from sam4em.postprocess.instances import components_for_class
+from sam4em.postprocess.settings import ComponentSettings
 from sam4em.predict.pred_store import ensure_pred_store, store_identity
 from sam4em.report.html_report import build_report
 from sam4em.train.history import write_curves, write_history
@@ -45,7 +46,11 @@ def _dataset(tmp_path, pred_of):
     )
     store["mito/0"][...] = pred_of(truth)
     table = components_for_class(
-        config, res / "pred.zarr", "mito", res / "instances.zarr", res / "objects" / "mito.csv"
+        ComponentSettings.from_config(config, "mito"),
+        res / "pred.zarr",
+        "mito",
+        res / "instances.zarr",
+        res / "objects" / "mito.csv",
     )
     return config, res, truth, table
 

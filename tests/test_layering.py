@@ -23,6 +23,7 @@ STAGES = [
     ("postprocess",),
     ("evaluate",),
     ("report",),
+    ("settings",),
     ("cli", "__main__"),
 ]
 RANK = {name: rank for rank, names in enumerate(STAGES) for name in names}

@@ -19,7 +19,7 @@ import tifffile
 import torch
 import yaml
 
-from sam4em.blocks.plan import load_plan, write_plan
+from sam4em.blocks.plan import PlanSettings, load_plan, write_plan
 from sam4em.config import probability_level, validate_config
 from sam4em.data.importer import import_dataset
 from sam4em.errors import InputDataError
@@ -27,6 +27,7 @@ from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from sam4em.predict.block_job import predict_block
 from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
+from sam4em.tiling.settings import TilingSettings
 from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage
 from tests.conftest import assert_user_error, run_cli, vnc_dataset
@@ -54,7 +55,7 @@ def trained(tmp_path_factory, vnc):
     )
     volume = import_dataset(config, "vnc", tmp / "volume.zarr")
     tiles = [
-        str(write_tiles(volume, s, r, config["tiling"], tmp / f"{s}.zarr"))
+        str(write_tiles(volume, s, r, TilingSettings.from_config(config), tmp / f"{s}.zarr"))
         for s, r in (("train", range(0, 14)), ("val", range(14, 16)))
     ]
     run_stage(config, 1, tiles[:1], tiles[1:], tmp / "stage1.pt")
@@ -76,11 +77,17 @@ def run_blocks(
     config, _, default_ckpt, crop, raw = trained
     ckpt = ckpt or default_ckpt
     settings = config["inference"] | inference | {"block_shape": block_shape, "warmup": warmup}
-    write_plan(work / "blocks.json", raw.shape, settings, 256, scale)
+    write_plan(work / "blocks.json", raw.shape, plan_settings(config, scale, **settings))
     for b in load_plan(work / "blocks.json"):
         predict_block(settings, ckpt, crop, work / "blocks.json", b.id, work / "pred.zarr",
                       work / "blocks" / f"{b.id}.done")  # fmt: skip
     return read_pred(work / "pred.zarr")
+
+
+def plan_settings(config: dict, scale: float = 1.0, **inference) -> PlanSettings:
+    """The block plan of ``config`` with some ``inference`` keys changed, at ``scale``."""
+    changed = config | {"inference": config["inference"] | inference}
+    return PlanSettings.from_config(changed | {"tiling": config["tiling"] | {"scale": scale}})
 
 
 def read_pred(path: Path) -> np.ndarray:
@@ -151,8 +158,8 @@ def _cli_block(cfg: Path, ckpt: Path, crop: Path, work: Path, block: str):
 
 def test_killed_block_leaves_no_marker_and_rerun_matches(trained, whole, tmp_path):
     config, cfg, ckpt, crop, raw = trained
-    settings = config["inference"] | {"block_shape": [12, 512, 512], "warmup": 4}
-    [block] = write_plan(tmp_path / "blocks.json", raw.shape, settings, 256)
+    settings = plan_settings(config, block_shape=[12, 512, 512], warmup=4)
+    [block] = write_plan(tmp_path / "blocks.json", raw.shape, settings)
     marker = tmp_path / "blocks" / f"{block.id}.done"
     proc = subprocess.Popen(_cli_block(cfg, ckpt, crop, tmp_path, block.id),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -187,8 +194,8 @@ def serial(trained, tmp_path_factory):
 def test_parallel_block_jobs_equal_the_serial_run(trained, serial, tmp_path):
     config, cfg, ckpt, crop, raw = trained
     work = tmp_path / "parallel"
-    settings = config["inference"] | {"block_shape": [6, 384, 384], "warmup": 4}
-    ids = [b.id for b in write_plan(work / "blocks.json", raw.shape, settings, 256)]
+    settings = plan_settings(config, block_shape=[6, 384, 384], warmup=4)
+    ids = [b.id for b in write_plan(work / "blocks.json", raw.shape, settings)]
     assert len(ids) == 8
     script = "; ".join(" ".join(_cli_block(cfg, ckpt, crop, work, b)) for b in ids[::2])
     script2 = "; ".join(" ".join(_cli_block(cfg, ckpt, crop, work, b)) for b in ids[1::2])
@@ -229,7 +236,7 @@ def test_stitch_checks_blocks_and_writes_level_summary_figure(trained, serial):
 
 def test_unknown_block_is_a_clear_error(trained, tmp_path):
     config, cfg, ckpt, crop, raw = trained
-    write_plan(tmp_path / "blocks.json", raw.shape, config["inference"], 256)
+    write_plan(tmp_path / "blocks.json", raw.shape, plan_settings(config))
     r = run_cli("predict-block", "--config", str(cfg), "--checkpoint", str(ckpt), "--volume",
                 str(crop), "--plan", str(tmp_path / "blocks.json"), "--block", "z9y9x9",
                 "--out", str(tmp_path / "pred.zarr"))  # fmt: skip
@@ -268,8 +275,8 @@ def test_blockwise_equals_whole_volume_at_other_scales(trained, tmp_path, scale,
 
 def test_scale_of_plan_and_model_must_agree(trained, half_scale, tmp_path):
     config, _, _, crop, raw = trained
-    [block] = write_plan(tmp_path / "blocks.json", raw.shape,
-                         config["inference"] | {"block_shape": [12, 512, 512]}, 256)  # fmt: skip
+    settings = plan_settings(config, block_shape=[12, 512, 512])
+    [block] = write_plan(tmp_path / "blocks.json", raw.shape, settings)
     with pytest.raises(InputDataError, match="trained at tiling.scale 0.5"):
         predict_block(config["inference"], half_scale, crop, tmp_path / "blocks.json", block.id,
                       tmp_path / "pred.zarr", tmp_path / "b.done")  # fmt: skip

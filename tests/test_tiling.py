@@ -9,7 +9,7 @@ import zarr
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sam4em.tiling.grid import tile_starts
+from sam4em.tiling.lattice import Lattice
 from sam4em.train.tile_data import TileSet
 from tests.conftest import assert_user_error, run_cli, write_config
 
@@ -17,7 +17,7 @@ from tests.conftest import assert_user_error, run_cli, write_config
 @given(st.integers(1, 3000), st.integers(1, 512), st.data())
 def test_tile_starts_cover_every_pixel(length, tile, data):
     stride = data.draw(st.integers(1, tile))
-    starts = tile_starts(length, tile, stride)
+    starts = Lattice(tile, stride).starts(length)
     assert starts == sorted(set(starts)) and starts[0] == 0
     if length <= tile:
         assert starts == [0]
@@ -43,8 +43,18 @@ def _make_volume(tmp_path, nz=6, ny=70, nx=90):
     return raw, labels, dataset
 
 
-def _tile(tmp_path, dataset, split, **tiling):
-    size = tiling.get("tile_size", 256)
+def test_a_lattice_needs_a_stride_within_the_tile():
+    for tile, stride in ((32, 0), (32, 33), (0, 1)):
+        with pytest.raises(ValueError, match="stride"):
+            Lattice(tile, stride)
+    with pytest.raises(ValueError, match="overlap"):
+        Lattice.from_overlap(32, 32)
+    assert Lattice.from_overlap(32, 8) == Lattice(32, 24)
+    assert Lattice(32, 24).origins(40, 32) == [(0, 0), (8, 0)]
+
+
+def _tile(tmp_path, dataset, split, tile_size=256, **tiling):
+    size = tile_size
     slots = tiling.get("sequence_length", 5) - 1  # the fewest sequences allow
     model = {"img_size": size, "memory": {"slots": slots}}
     cfg = write_config(tmp_path / "c.yaml", {"d": dataset}, tiling=tiling, model=model)
@@ -66,7 +76,7 @@ def test_tiles_match_the_volume(tmp_path):
     assert r.returncode == 0, r.stderr
     g = zarr.open_group(str(out), mode="r")
     meta = g.attrs["sam4em"]
-    ys, xs = tile_starts(70, 32, 24), tile_starts(90, 32, 24)
+    ys, xs = Lattice(32, 24).starts(70), Lattice(32, 24).starts(90)
     assert meta["tiles_per_slice"] == len(ys) * len(xs)
     assert g["images"].shape == (5 * len(ys) * len(xs), 32, 32)
     assert meta["classes"] == ["glia", "mito", "synapse"]
@@ -139,12 +149,13 @@ def test_unconfigured_split_is_an_error(tmp_path):
 def test_stride_larger_than_tile_is_refused(tmp_path, stride):
     _, _, dataset = _make_volume(tmp_path)
     cfg = write_config(
-        tmp_path / "c.yaml", {"d": dataset}, tiling={"tile_size": 32, "stride": stride}
+        tmp_path / "c.yaml", {"d": dataset}, tiling={"stride": stride}, model={"img_size": 32}
     )
     assert_user_error(run_cli("check-config", "--config", str(cfg)), "tiling.stride")
 
 
-def test_tile_size_must_match_model_input(tmp_path):
+def test_the_old_tile_size_key_is_refused_with_its_replacement(tmp_path):
     _, _, dataset = _make_volume(tmp_path)
     cfg = write_config(tmp_path / "c.yaml", {"d": dataset}, tiling={"tile_size": 64, "stride": 64})
-    assert_user_error(run_cli("check-config", "--config", str(cfg)), "differs from model.img_size")
+    r = run_cli("check-config", "--config", str(cfg))
+    assert_user_error(r, "tiling.tile_size was removed", "model.img_size")

@@ -6,8 +6,8 @@ in z, run through the model only to fill the memory bank. Cores tile the volume 
 and start on the output chunk grid, so parallel jobs never write the same chunk.
 
 The halo is not a fixed width: model tiles sit on one lattice over the whole volume
-(tile size S, stride S - overlap, the last tile of an axis flush with its end), and a
-block reads exactly the lattice tiles that touch its core. Every core voxel is thus
+(:class:`~sam4em.tiling.lattice.Lattice`), and a block reads exactly the lattice tiles
+that touch its core. Every core voxel is thus
 predicted from the same tiles, with the same blending, as in a single whole-volume run.
 
 With ``tiling.scale`` != 1 the lattice lies on the model's grid (the volume resampled by
@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sam4em.io.atomic import write_json_atomic
-from sam4em.tiling.grid import tile_starts
-from sam4em.tiling.resample import input_span, scaled_length
+from sam4em.tiling.lattice import Lattice
 
 Vec3 = tuple[int, int, int]
 
@@ -49,6 +48,12 @@ class Box:
         """Numpy/zarr index of the box."""
         return tuple(slice(a, b) for a, b in zip(self.start, self.stop, strict=True))  # type: ignore[return-value]
 
+    def grown(self, margin: int, shape: Sequence[int]) -> Box:
+        """The box grown by ``margin`` voxels on every side, clipped to a volume of ``shape``."""
+        start = tuple(max(0, a - margin) for a in self.start)
+        stop = tuple(min(n, b + margin) for b, n in zip(self.stop, shape, strict=True))
+        return Box(start, stop)  # type: ignore[arg-type]
+
 
 @dataclass(frozen=True)
 class Block:
@@ -67,77 +72,107 @@ def _vec3(values: Sequence[int], name: str) -> Vec3:
     return (int(values[0]), int(values[1]), int(values[2]))
 
 
-def touching_tiles(length: int, tile: int, stride: int, start: int, stop: int) -> list[int]:
-    """Starts of the lattice tiles along one axis that overlap ``[start, stop)``."""
-    return [t for t in tile_starts(length, tile, stride) if t < stop and t + tile > start]
-
-
-def scaled_window(
-    length: int, tile: int, stride: int, scale: float, start: int, stop: int
-) -> tuple[list[int], tuple[int, int]]:
-    """Along one axis, for core pixels [start, stop) of an axis of ``length``: the starts,
-    on the model grid, of the lattice tiles the block runs (those touching the model
-    pixels its core is interpolated from), and the volume span it reads. At scale 1 these
-    are the tiles touching the core and their extent."""
-    n = scaled_length(length, scale)
-    tiles = touching_tiles(n, tile, stride, *input_span(n, length, start, stop))
-    return tiles, input_span(length, n, min(tiles), min(n, max(tiles) + tile))
-
-
-def plan_blocks(
-    shape: Sequence[int],
-    block_shape: Sequence[int],
-    chunks: Sequence[int],
-    tile_size: int,
-    tile_overlap: int,
-    warmup: int,
-    scale: float = 1.0,
-) -> list[Block]:
-    """Cut a volume of ``shape`` into blocks whose cores are multiples of ``chunks``;
-    read boxes follow the model-tile lattice (``tile_size``, ``tile_overlap``, ``scale``)."""
-    shape, block_shape, chunks = (
-        _vec3(shape, "shape"),
-        _vec3(block_shape, "block_shape"),
-        _vec3(chunks, "chunks"),
-    )
-    if min(shape) < 1 or min(block_shape) < 1 or min(chunks) < 1:
-        raise ValueError("shape, block_shape and chunks must be positive")
-    if warmup < 0:
-        raise ValueError("warmup must not be negative")
-    if tile_size < 1 or not 0 <= tile_overlap < tile_size:
-        raise ValueError(f"tile overlap {tile_overlap} must be in [0, tile size {tile_size})")
-    stride = tile_size - tile_overlap
-    for axis, (b, c) in zip("zyx", zip(block_shape, chunks, strict=True), strict=True):
-        if b % c:
-            raise ValueError(f"block_shape {axis}={b} is not a multiple of chunks {axis}={c}")
+def core_boxes(shape: Sequence[int], block_shape: Sequence[int]) -> list[tuple[Vec3, Box]]:
+    """(index, core) of the blocks of ``block_shape`` tiling a volume of ``shape`` (the
+    last ones along an axis clipped), in C order."""
+    shape, block_shape = _vec3(shape, "shape"), _vec3(block_shape, "block_shape")
+    if min(shape) < 1 or min(block_shape) < 1:
+        raise ValueError("shape and block_shape must be positive")
     counts = [-(-s // b) for s, b in zip(shape, block_shape, strict=True)]
-    width = len(str(max(counts) - 1))
-    blocks = []
+    cores = []
     for index in itertools.product(*(range(n) for n in counts)):
         start = tuple(i * b for i, b in zip(index, block_shape, strict=True))
         stop = tuple(min(a + b, s) for a, b, s in zip(start, block_shape, shape, strict=True))
-        _, ys = scaled_window(shape[1], tile_size, stride, scale, start[1], stop[1])
-        _, xs = scaled_window(shape[2], tile_size, stride, scale, start[2], stop[2])
-        read_start, read_stop = (start[0], ys[0], xs[0]), (stop[0], ys[1], xs[1])
+        cores.append((index, Box(start, stop)))  # type: ignore[arg-type]
+    return cores
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What a block plan is made from: block and chunk shapes, the model-tile lattice on
+    the model grid, the warm-up depth and the model's scale (``tiling.scale``)."""
+
+    block_shape: Vec3
+    chunks: Vec3
+    lattice: Lattice
+    warmup: int
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("block_shape", "chunks"):
+            if min(_vec3(getattr(self, name), name)) < 1:
+                raise ValueError(f"{name} must be positive")
+        if self.warmup < 0:
+            raise ValueError("warmup must not be negative")
+        for axis, b, c in zip("zyx", self.block_shape, self.chunks, strict=True):
+            if b % c:
+                raise ValueError(f"block_shape {axis}={b} is not a multiple of chunks {axis}={c}")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PlanSettings:
+        """The plan settings of a validated project config."""
+        inf = config["inference"]
+        return cls(
+            block_shape=_vec3(inf["block_shape"], "block_shape"),
+            chunks=_vec3(inf["chunks"], "chunks"),
+            lattice=Lattice.from_overlap(config["model"]["img_size"], inf["tile_overlap"]),
+            warmup=int(inf["warmup"]),
+            scale=float(config["tiling"]["scale"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The form stored in ``blocks.json``."""
+        return {
+            "block_shape": list(self.block_shape),
+            "chunks": list(self.chunks),
+            "tile_size": self.lattice.tile,
+            "tile_overlap": self.lattice.overlap,
+            "warmup": self.warmup,
+            "scale": self.scale,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlanSettings:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            block_shape=_vec3(data["block_shape"], "block_shape"),
+            chunks=_vec3(data["chunks"], "chunks"),
+            lattice=Lattice.from_overlap(data["tile_size"], data["tile_overlap"]),
+            warmup=int(data["warmup"]),
+            scale=float(data.get("scale", 1.0)),
+        )
+
+
+def plan_blocks(shape: Sequence[int], settings: PlanSettings) -> list[Block]:
+    """Cut a volume of ``shape`` into blocks whose cores are multiples of the chunks;
+    read boxes follow the model-tile lattice at the plan's scale."""
+    block_shape, lattice, scale = settings.block_shape, settings.lattice, settings.scale
+    cores = core_boxes(shape, block_shape)
+    width = len(str(max(max(index) for index, _ in cores)))
+    blocks = []
+    for index, core in cores:
+        (z0, y0, x0), (z1, y1, x1) = core.start, core.stop
+        _, ys = lattice.window(shape[1], scale, y0, y1)
+        _, xs = lattice.window(shape[2], scale, x0, x1)
         blocks.append(
             Block(
                 id="z{:0{w}d}y{:0{w}d}x{:0{w}d}".format(*index, w=width),
-                index=index,  # type: ignore[arg-type]
-                core=Box(start, stop),  # type: ignore[arg-type]
-                read=Box(read_start, read_stop),  # type: ignore[arg-type]
-                warmup=(max(0, start[0] - warmup), start[0]),
+                index=index,
+                core=core,
+                read=Box((z0, ys[0], xs[0]), (z1, ys[1], xs[1])),
+                warmup=(max(0, z0 - settings.warmup), z0),
             )
         )
     return blocks
 
 
 def plan_to_dict(
-    blocks: list[Block], shape: Sequence[int], settings: dict[str, Any]
+    blocks: list[Block], shape: Sequence[int], settings: PlanSettings
 ) -> dict[str, Any]:
     """JSON-ready form of a plan, with the settings that made it."""
     return {
         "volume_shape": list(shape),
-        "settings": settings,
+        "settings": settings.to_dict(),
         "blocks": [
             {
                 "id": b.id,
@@ -152,20 +187,17 @@ def plan_to_dict(
 
 
 def write_plan(
-    path: str | os.PathLike[str],
-    volume_shape: Sequence[int],
-    inference: dict[str, Any],
-    tile_size: int,
-    scale: float = 1.0,
+    path: str | os.PathLike[str], volume_shape: Sequence[int], settings: PlanSettings
 ) -> list[Block]:
-    """Plan the blocks of a volume with the ``inference`` config and the model's tile
-    size and scale, and write ``blocks.json``."""
-    settings = {k: inference[k] for k in ("block_shape", "chunks", "tile_overlap", "warmup")}
-    settings["tile_size"] = tile_size
-    settings["scale"] = float(scale)
-    blocks = plan_blocks(volume_shape, **settings)
+    """Plan the blocks of a volume and write ``blocks.json``."""
+    blocks = plan_blocks(volume_shape, settings)
     write_json_atomic(path, plan_to_dict(blocks, volume_shape, settings))
     return blocks
+
+
+def load_settings(path: str | os.PathLike[str]) -> PlanSettings:
+    """The settings a ``blocks.json`` was planned with."""
+    return PlanSettings.from_dict(json.loads(Path(path).read_text())["settings"])
 
 
 def load_plan(path: str | os.PathLike[str]) -> list[Block]:
@@ -191,10 +223,11 @@ def block_ids(path: str | os.PathLike[str]) -> list[str]:
 __all__ = [
     "Block",
     "Box",
+    "PlanSettings",
     "block_ids",
+    "core_boxes",
     "load_plan",
+    "load_settings",
     "plan_blocks",
-    "scaled_window",
-    "touching_tiles",
     "write_plan",
 ]

@@ -11,8 +11,7 @@ with the number of objects, not with the volume.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,26 +20,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from sam4em.blocks.plan import Box, core_boxes
 from sam4em.postprocess.neighbours import touching_pairs
 from sam4em.postprocess.union_find import UnionFind
-
-Box = tuple[slice, slice, slice]
-
-
-def grid_boxes(shape: Sequence[int], block_shape: Sequence[int]) -> Iterator[Box]:
-    """Boxes of ``block_shape`` tiling ``shape`` (the last ones clipped), in C order."""
-    ranges = [range(0, n, b) for n, b in zip(shape, block_shape, strict=True)]
-    for start in itertools.product(*ranges):
-        yield tuple(
-            slice(s, min(s + b, n)) for s, b, n in zip(start, block_shape, shape, strict=True)
-        )  # type: ignore[misc]
-
-
-def _grow(box: Box, shape: Sequence[int]) -> Box:
-    grown = [
-        slice(max(0, s.start - 1), min(n, s.stop + 1)) for s, n in zip(box, shape, strict=True)
-    ]
-    return tuple(grown)  # type: ignore[return-value]
 
 
 @dataclass
@@ -57,7 +39,7 @@ class _Stats:
         self.voxels.append(np.bincount(flat, minlength=n + 1)[1:].astype(np.int64))
         sums = np.zeros((n, 3))
         for ax in range(3):
-            coord = np.arange(box[ax].start, box[ax].stop, dtype=np.float64)
+            coord = np.arange(box.start[ax], box.stop[ax], dtype=np.float64)
             shape = [1, 1, 1]
             shape[ax] = -1
             weights = np.broadcast_to(coord.reshape(shape), local.shape).ravel()
@@ -67,8 +49,8 @@ class _Stats:
         for i, sl in enumerate(ndimage.find_objects(local, max_label=n)):
             if sl is None:
                 continue
-            lo[i] = [s.start + b.start for s, b in zip(sl, box, strict=True)]
-            hi[i] = [s.stop + b.start for s, b in zip(sl, box, strict=True)]
+            lo[i] = [s.start + b for s, b in zip(sl, box.start, strict=True)]
+            hi[i] = [s.stop + b for s, b in zip(sl, box.start, strict=True)]
         self.lo.append(lo)
         self.hi.append(hi)
 
@@ -86,12 +68,14 @@ def blockwise_components(
 ) -> pd.DataFrame:
     """Label the mask given by ``read_mask(box)`` into ``out``; returns the object table.
 
-    ``scratch`` (uint64) and ``out`` are arrays of ``shape`` supporting box reads and
+    Blocks are the cores of the block plan's grid (:func:`sam4em.blocks.plan.core_boxes`);
+    ``read_mask`` gets a :class:`~sam4em.blocks.plan.Box`. ``scratch`` (uint64) and ``out``
+    are arrays of ``shape`` supporting box reads and
     writes (numpy or zarr). Objects with fewer than ``min_voxels`` voxels or spanning
     fewer than ``min_z`` slices are removed. Ids are 1..K in order of first appearance
     (block order, then C order within the block).
     """
-    boxes = list(grid_boxes(shape, block_shape))
+    boxes = [core for _, core in core_boxes(shape, block_shape)]
     stats = _Stats([], [], [], [])
     total = 0
     for box in boxes:
@@ -104,13 +88,15 @@ def blockwise_components(
         stats.add_block(local, n, box)
         labels = local.astype(np.uint64)
         labels[labels > 0] += np.uint64(total)
-        scratch[box] = labels
+        scratch[box.slices()] = labels
         total += n
         if progress:
             progress("label")
     uf = UnionFind(total)
     for box in boxes:
-        uf.union_pairs(touching_pairs(np.asarray(scratch[_grow(box, shape)]), connectivity))
+        uf.union_pairs(
+            touching_pairs(np.asarray(scratch[box.grown(1, shape).slices()]), connectivity)
+        )
         if progress:
             progress("merge")
     roots = uf.roots()
@@ -131,7 +117,8 @@ def blockwise_components(
     final[kept] = np.arange(1, len(kept) + 1, dtype=np.uint64)
     lookup = final[roots]
     for box in boxes:
-        out[box] = lookup[np.asarray(scratch[box]).astype(np.int64)].astype(out.dtype)
+        index = box.slices()
+        out[index] = lookup[np.asarray(scratch[index]).astype(np.int64)].astype(out.dtype)
         if progress:
             progress("relabel")
     centroid = sums[kept] / voxels[kept, None]

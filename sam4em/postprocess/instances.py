@@ -12,32 +12,31 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from sam4em.config import class_setting, probability_level
+from sam4em.blocks.plan import core_boxes
 from sam4em.io.atomic import create_directory_once, write_bytes_atomic
 from sam4em.io.zarr_store import LEVEL0, create_array, ome_attrs, open_group
-from sam4em.postprocess.block_components import blockwise_components, grid_boxes
+from sam4em.postprocess.block_components import blockwise_components
+from sam4em.postprocess.settings import ComponentSettings
 from sam4em.progress import progress
 
 
 def components_for_class(
-    config: dict[str, Any],
+    settings: ComponentSettings,
     pred: str | os.PathLike[str],
     cls: str,
     out: str | os.PathLike[str],
     objects_csv: str | os.PathLike[str],
 ) -> pd.DataFrame:
     """Threshold, label block-wise, filter; write the instance array and object table."""
-    settings = config["components"]
     pred_root = open_group(pred)
     probs = pred_root[f"{cls}/{LEVEL0}"]
     shape, chunks = probs.shape, probs.chunks
-    level = probability_level(config, cls, pred_root.attrs.get("thresholds"))
-    block = settings["block_shape"] or config["inference"]["block_shape"]
+    level = settings.level(cls, pred_root.attrs.get("thresholds"))
+    block = settings.block_shape
     out = Path(out)
     voxel = list(open_group(pred).attrs.get("voxel_size_nm", [1.0, 1.0, 1.0]))
 
@@ -50,21 +49,21 @@ def components_for_class(
     scratch = create_array(root, scratch_name, shape, chunks, "uint64")
     final_name = f"{cls}.partial-{uuid.uuid4().hex[:8]}"
     group = root.create_group(final_name)
-    n_boxes = len(list(grid_boxes(shape, block)))
+    n_boxes = len(core_boxes(shape, block))
     try:
         # uint32 covers any volume below 2^32 voxels, and object counts below that
         dtype = "uint32" if int(np.prod(shape)) < 2**32 else "uint64"
         target = create_array(group, LEVEL0, shape, chunks, dtype)
         with progress(total=3 * n_boxes, desc=f"components {cls}", unit="block") as bar:
             table = blockwise_components(
-                lambda box: np.asarray(probs[box]) >= level,
+                lambda box: np.asarray(probs[box.slices()]) >= level,
                 shape,
                 block,
-                settings["connectivity"],
+                settings.connectivity,
                 scratch,
                 target,
-                min_voxels=int(class_setting(settings["min_voxels"], cls, 0)),
-                min_z=int(class_setting(settings["min_z"], cls, 0)),
+                min_voxels=settings.min_voxels,
+                min_z=settings.min_z,
                 progress=lambda _: bar.update(1),
             )
         group.attrs["ome"] = ome_attrs(cls, [LEVEL0], voxel)

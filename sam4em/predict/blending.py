@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from sam4em.tiling.grid import tile_starts
-
 WINDOWS = ("bump", "gaussian", "flat")
 # floor of every window, so pixels at the image border (covered by one tile) keep a weight
 _FLOOR = 1e-3
@@ -28,13 +26,3 @@ def blend_window(size: int, kind: str = "bump") -> np.ndarray:
     else:
         axis = np.ones_like(r)
     return np.maximum(np.outer(axis, axis), _FLOOR).astype(np.float32)
-
-
-def slice_tiles(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """(y, x) origins of overlapping tiles covering a slice (one tile for small slices)."""
-    if not 0 <= overlap < tile:
-        raise ValueError(f"tile overlap {overlap} must be in [0, {tile})")
-    stride = tile - overlap
-    return [
-        (y, x) for y in tile_starts(height, tile, stride) for x in tile_starts(width, tile, stride)
-    ]

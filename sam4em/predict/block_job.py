@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sam4em.blocks.plan import Block, load_plan, scaled_window
+from sam4em.blocks.plan import Block, PlanSettings, load_plan
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.zarr_store import LEVEL0, open_group
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 def predict_settings(inference: dict[str, Any], scale: float = 1.0) -> PredictSettings:
     """The tiling and batching settings of the ``inference`` config block."""
     return PredictSettings(
-        tile_overlap=inference["tile_overlap"],
         window=inference["window"],
         max_batch=inference["max_batch"],
         both_ways=inference["both_ways"],
@@ -46,24 +45,22 @@ def predict_settings(inference: dict[str, Any], scale: float = 1.0) -> PredictSe
     )
 
 
-def block_window(
-    block: Block, shape: tuple[int, ...], tile: int, overlap: int, scale: float
-) -> tuple[PlaneWindow, list[tuple[int, int]]]:
-    """The block's place in the volume plane, and the corners (relative to its model box)
-    of the lattice tiles it runs (see :func:`sam4em.blocks.plan.scaled_window`)."""
-    stride = tile - overlap
+def block_window(block: Block, shape: tuple[int, ...], plan: PlanSettings) -> PlaneWindow:
+    """The block's place in the volume plane, with the lattice tiles it runs (see
+    :meth:`sam4em.tiling.lattice.Lattice.window`)."""
+    lattice, scale, tile = plan.lattice, plan.scale, plan.lattice.tile
     ny, nx = scaled_plane(shape, scale)
-    ys, _ = scaled_window(shape[1], tile, stride, scale, block.core.start[1], block.core.stop[1])
-    xs, _ = scaled_window(shape[2], tile, stride, scale, block.core.start[2], block.core.stop[2])
+    ys, _ = lattice.window(shape[1], scale, block.core.start[1], block.core.stop[1])
+    xs, _ = lattice.window(shape[2], scale, block.core.start[2], block.core.stop[2])
     my0, mx0 = min(ys), min(xs)
-    window = PlaneWindow(
+    return PlaneWindow(
         plane=(shape[1], shape[2]),
         scale=scale,
         read_origin=(block.read.start[1], block.read.start[2]),
         model_box=(my0, min(ny, max(ys) + tile), mx0, min(nx, max(xs) + tile)),
+        origins=tuple((y - my0, x - mx0) for y in ys for x in xs),
         core_box=(block.core.start[1], block.core.stop[1], block.core.start[2], block.core.stop[2]),
     )
-    return window, [(y - my0, x - mx0) for y in ys for x in xs]
 
 
 def _file_identity(path: Path) -> dict[str, Any]:
@@ -71,8 +68,11 @@ def _file_identity(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _job_identity(checkpoint: Path, block: Block, settings: PredictSettings) -> str:
-    data = {"checkpoint": _file_identity(checkpoint), "block": block.id, **settings.__dict__}
+def _job_identity(
+    checkpoint: Path, block: Block, settings: PredictSettings, plan: PlanSettings
+) -> str:
+    data = {"checkpoint": _file_identity(checkpoint), "block": block.id,
+            "plan": plan.to_dict(), **settings.__dict__}  # fmt: skip
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -105,10 +105,10 @@ def predict_block(
     blocks = {b.id: b for b in load_plan(plan)}
     if block_id not in blocks:
         raise InputDataError(f"{plan}: no block '{block_id}' ({len(blocks)} blocks planned)")
-    block, geometry = blocks[block_id], plan_data["settings"]
-    scale = float(geometry.get("scale", 1.0))
-    settings = predict_settings(inference | {"tile_overlap": geometry["tile_overlap"]}, scale)
-    job_id = _job_identity(checkpoint, block, settings)
+    block, geometry = blocks[block_id], PlanSettings.from_dict(plan_data["settings"])
+    scale = geometry.scale
+    settings = predict_settings(inference, scale)
+    job_id = _job_identity(checkpoint, block, settings, geometry)
     if done.is_file() and json.loads(done.read_text()).get("job") == job_id:
         log.info("block %s is done already (%s); skipped", block_id, done)
         return json.loads(done.read_text())
@@ -121,9 +121,9 @@ def predict_block(
         raise InputDataError(f"{plan}: planned for shape {plan_data['volume_shape']}, "
                              f"{volume} has {list(raw.shape)}")  # fmt: skip
     model, payload = load_checkpoint(checkpoint, base_checkpoint=base_checkpoint)
-    if model.config.img_size != geometry["tile_size"]:
+    if model.config.img_size != geometry.lattice.tile:
         raise InputDataError(f"{checkpoint}: model tiles are {model.config.img_size} px, "
-                             f"the plan was made for {geometry['tile_size']} px")  # fmt: skip
+                             f"the plan was made for {geometry.lattice.tile} px")  # fmt: skip
     trained_scale = float(payload["extra"].get("scale", 1.0))
     if trained_scale != scale:
         raise InputDataError(f"{checkpoint}: the model was trained at tiling.scale "
@@ -131,16 +131,14 @@ def predict_block(
     merge_lora(model.image_encoder.vit)
     predictor = StackPredictor(model, settings, pick_device(inference["device"]))
     classes = list(model.config.classes)
-    store = ensure_pred_store(out, store_identity(raw.shape, geometry["chunks"], classes),
+    store = ensure_pred_store(out, store_identity(raw.shape, geometry.chunks, classes),
                               meta["voxel_size_nm"])  # fmt: skip
     (cz0, cy0, cx0), (cz1, cy1, cx1) = block.core.start, block.core.stop
     (_, ry0, rx0), (_, ry1, rx1) = block.read.start, block.read.stop
     z0 = block.warmup[0]
     z1 = min(raw.shape[0], cz1 + (cz0 - z0)) if settings.both_ways else cz1
     stack = np.asarray(raw[z0:z1, ry0:ry1, rx0:rx1])
-    window, origins = block_window(
-        block, raw.shape, geometry["tile_size"], geometry["tile_overlap"], scale
-    )
+    window = block_window(block, raw.shape, geometry)
     arrays = [store[f"{c}/{LEVEL0}"] for c in classes]
     thresholds = payload["extra"].get("thresholds")
     if thresholds and store.attrs.get("thresholds") != thresholds:
@@ -154,11 +152,11 @@ def predict_block(
     total = (z1 - z0) * (2 if settings.both_ways else 1)
     with progress(total=total, desc=f"block {block_id}", unit="slice") as bar:
         if settings.both_ways:
-            probs = predictor.predict(stack, origins, lambda: bar.update(1), window)
+            probs = predictor.predict(stack, window, lambda: bar.update(1))
             for z in range(cz0, cz1):
                 write(z, probs[:, z - z0])
         else:
-            for k, p in predictor.run_window(stack, range(len(stack)), origins, window):
+            for k, p in predictor.run_window(stack, range(len(stack)), window):
                 if z0 + k >= cz0:
                     write(z0 + k, p)
                 bar.update(1)
@@ -168,7 +166,7 @@ def predict_block(
         "block": block_id,
         "core": {"start": list(block.core.start), "stop": list(block.core.stop)},
         "slices_run": total,
-        "tiles_per_slice": len(origins),
+        "tiles_per_slice": len(window.origins),
         "device": str(predictor.device),
         "seconds": round(seconds, 3),
         "checkpoint": str(checkpoint),

@@ -21,7 +21,8 @@ import torch
 from sam4em.model.device import autocast
 from sam4em.model.memory_bank import MemoryBank
 from sam4em.model.sam4em_model import SAM4EM
-from sam4em.predict.blending import blend_window, slice_tiles
+from sam4em.predict.blending import blend_window
+from sam4em.tiling.lattice import Lattice
 from sam4em.tiling.resample import resample, scaled_plane
 
 
@@ -29,7 +30,6 @@ from sam4em.tiling.resample import resample, scaled_plane
 class PredictSettings:
     """How slices are cut into model tiles and run."""
 
-    tile_overlap: int = 64
     window: str = "bump"
     max_batch: int = 16
     memory: bool = True  # False: every slice alone (2D)
@@ -43,13 +43,15 @@ class PlaneWindow:
     """Where a stack lies in its volume's (Y, X) plane, and what to make of it.
 
     ``model_box`` (y0, y1, x0, x1) is the part of the model grid to run (the volume
-    plane resampled by ``scale``), ``core_box`` the volume pixels to return.
+    plane resampled by ``scale``), ``origins`` the (y, x) corners of the model tiles run
+    there (relative to the model box), ``core_box`` the volume pixels to return.
     """
 
     plane: tuple[int, int]
     scale: float
     read_origin: tuple[int, int]
     model_box: tuple[int, int, int, int]
+    origins: tuple[tuple[int, int], ...]
     core_box: tuple[int, int, int, int]
 
     @property
@@ -58,10 +60,11 @@ class PlaneWindow:
         return scaled_plane(self.plane, self.scale)
 
     @classmethod
-    def whole(cls, plane: tuple[int, int], scale: float) -> PlaneWindow:
-        """The whole plane, read from its origin."""
+    def whole(cls, plane: tuple[int, int], scale: float, lattice: Lattice) -> PlaneWindow:
+        """The whole plane, read from its origin and covered by ``lattice``."""
         ny, nx = scaled_plane(plane, scale)
-        return cls(plane, scale, (0, 0), (0, ny, 0, nx), (0, plane[0], 0, plane[1]))
+        origins = lattice.origins(max(ny, lattice.tile), max(nx, lattice.tile))
+        return cls(plane, scale, (0, 0), (0, ny, 0, nx), tuple(origins), (0, plane[0], 0, plane[1]))
 
 
 def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -112,15 +115,11 @@ class StackPredictor:
         return torch.stack(undone).mean(0)
 
     def run_window(
-        self,
-        stack: np.ndarray,
-        order: Iterable[int],
-        origins: list[tuple[int, int]],
-        window: PlaneWindow,
+        self, stack: np.ndarray, order: Iterable[int], window: PlaneWindow
     ) -> Iterator[tuple[int, np.ndarray]]:
         """:meth:`run_pass` on the model grid: ``stack`` (read from ``window.read_origin``
-        of the volume plane) is resampled onto ``window.model_box``, ``origins`` are
-        relative to that box, and each slice's probabilities come back resampled onto
+        of the volume plane) is resampled onto ``window.model_box``, the window's tiles
+        run there, and each slice's probabilities come back resampled onto
         ``window.core_box`` of the volume plane."""
         model_plane, (my0, _, mx0, _) = window.model_plane, window.model_box
         scaled = np.stack(
@@ -131,7 +130,7 @@ class StackPredictor:
                 for im in stack
             ]
         )
-        for k, probs in self.run_pass(scaled, order, origins):
+        for k, probs in self.run_pass(scaled, order, list(window.origins)):
             yield k, resample(probs, model_plane, window.plane, (my0, mx0), window.core_box)
 
     @torch.inference_mode()
@@ -168,34 +167,28 @@ class StackPredictor:
     def predict(
         self,
         stack: np.ndarray,
-        origins: list[tuple[int, int]] | None = None,
-        on_slice: Callable[[], None] | None = None,
         window: PlaneWindow | None = None,
+        on_slice: Callable[[], None] | None = None,
     ) -> np.ndarray:
         """(C, Z, y, x) float32 probabilities for a (Z, Y, X) stack, memory in z order.
 
-        ``window``: where the stack lies in its volume and which pixels to return
-        (default: the whole stack is the volume, at ``settings.scale``). ``origins``:
-        (y, x) corners of the model tiles relative to the window's model box (default:
-        overlapping tiles covering it); pixels no tile covers stay 0. With ``both_ways``
-        the stack is also run from the last slice to the first and the passes averaged.
-        ``on_slice`` is called after every slice (progress).
+        ``window``: where the stack lies in its volume, which tiles run and which pixels
+        to return (default: the stack is the whole volume, covered by tiles overlapping
+        by a quarter, at ``settings.scale``); pixels no tile covers stay 0. With
+        ``both_ways`` the stack is also run from the last slice to the first and the
+        passes averaged. ``on_slice`` is called after every slice (progress).
         """
         if stack.ndim != 3:
             raise ValueError(f"expected a (z, y, x) stack, got shape {stack.shape}")
         z = stack.shape[0]
-        window = window or PlaneWindow.whole(stack.shape[1:], self.settings.scale)
-        my0, my1, mx0, mx1 = window.model_box
+        if window is None:
+            lattice = Lattice.from_overlap(self.size, self.size // 4)
+            window = PlaneWindow.whole(stack.shape[1:], self.settings.scale, lattice)
         cy0, cy1, cx0, cx1 = window.core_box
-        s = self.size
-        if origins is None:
-            origins = slice_tiles(
-                max(my1 - my0, s), max(mx1 - mx0, s), s, self.settings.tile_overlap
-            )
         out = np.zeros((self.n_classes, z, cy1 - cy0, cx1 - cx0), dtype=np.float32)
         orders = [range(z)] + ([range(z - 1, -1, -1)] if self.settings.both_ways else [])
         for order in orders:
-            for k, probs in self.run_window(stack, order, origins, window):
+            for k, probs in self.run_window(stack, order, window):
                 out[:, k] += probs / len(orders)
                 if on_slice is not None:
                     on_slice()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -32,8 +31,8 @@ from sam4em.errors import InputDataError
 from sam4em.io.atomic import atomic_directory
 from sam4em.io.zarr_store import create_array, open_group
 from sam4em.progress import progress
-from sam4em.tiling.grid import tile_starts
 from sam4em.tiling.resample import resample, scaled_plane
+from sam4em.tiling.settings import TilingSettings
 
 
 def rescale_slice(image: np.ndarray, scale: float, is_mask: bool) -> np.ndarray:
@@ -58,7 +57,7 @@ def write_tiles(
     volume: str | os.PathLike[str],
     split: str,
     slices: range,
-    tiling: dict[str, Any],
+    tiling: TilingSettings,
     out: str | os.PathLike[str],
 ) -> Path:
     """Write the tiles of ``slices`` of ``volume`` to ``out`` (see the module docstring)."""
@@ -75,11 +74,12 @@ def write_tiles(
             f"{volume}: split {split} slices {slices.start}-{slices.stop - 1} are outside the "
             f"volume ({nz} slices)"
         )
-    size, stride, scale = tiling["tile_size"], tiling["stride"], float(tiling["scale"])
+    lattice, scale = tiling.lattice, tiling.scale
+    size, stride = lattice.tile, lattice.stride
     scaled_yx = scaled_plane(raw.shape, scale)
-    ys, xs = tile_starts(scaled_yx[0], size, stride), tile_starts(scaled_yx[1], size, stride)
+    ys, xs = lattice.starts(scaled_yx[0]), lattice.starts(scaled_yx[1])
     per_slice = len(ys) * len(xs)
-    wanted = int(tiling["sequence_length"])
+    wanted = tiling.sequence_length
     first = max(0, slices.start - (wanted - 1)) if split == "val" else slices.start
     context = slices.start - first
     seq_len = min(wanted, len(slices) + context)

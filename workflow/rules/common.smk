@@ -8,8 +8,10 @@ import sys
 
 from sam4em.blocks.plan import block_ids as sam4em_block_ids
 from sam4em.config import validate_config, write_effective_config
+from sam4em.settings import check_stage_settings
 
 validate_config(config, "config")
+check_stage_settings(config, "config")  # every stage's settings, before any job runs
 
 R = config["results_dir"]
 DATASETS = list(config["datasets"])
