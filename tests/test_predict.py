@@ -116,11 +116,14 @@ def test_blockwise_equals_whole_volume_and_needs_the_warmup(trained, whole, tmp_
         assert d >= 0.995, (cls, d)
     mad = np.abs(blocks.astype(int) - whole).mean()
     assert mad <= 2.0, mad
-    # without warm-up, the first slice of each later z-block starts with an empty memory
+    # without warm-up, the first slice of each later z-block starts with an empty memory:
+    # it differs from the whole-volume run, while the warmed-up blocks match it (the
+    # memory's share of this briefly trained model is small next to the high-res path,
+    # so the difference is small, but it is there and the warm-up removes it)
     firsts = [4, 8]
     warm = np.abs(blocks[:, firsts].astype(int) - whole[:, firsts]).mean()
     cold_mad = np.abs(cold[:, firsts].astype(int) - whole[:, firsts]).mean()
-    assert cold_mad > 0.05 and cold_mad > 3 * warm, (cold_mad, warm)
+    assert cold_mad > 1e-3 and cold_mad > 100 * warm, (cold_mad, warm)
 
 
 def _edge_jumps(pred: np.ndarray, edges: list[int]) -> tuple[float, float]:
