@@ -139,20 +139,27 @@ def _cmd_components(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
     from sam4em.evaluate.run_evaluation import evaluate_dataset
+    from sam4em.evaluate.settings import EvaluationSettings
 
-    config = load_config(args.config)
+    settings = EvaluationSettings.from_config(load_config(args.config), args.dataset)
     table = evaluate_dataset(
-        config, args.dataset, args.volume, args.pred, args.instances, args.out_dir
+        settings, args.dataset, args.volume, args.pred, args.instances, args.out_dir
     )
     dice = table[table["metric"] == "dice"]
     print(", ".join(f"{r['class']} Dice {r['value']:.3f}" for _, r in dice.iterrows()))
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
+    import yaml
+
     from sam4em.config import load_config
+    from sam4em.evaluate.settings import EvaluationSettings
     from sam4em.report.html_report import build_report
 
-    out = build_report(load_config(args.config), args.dataset, args.results, args.out, args.figures)
+    config = load_config(args.config)
+    settings = EvaluationSettings.from_config(config, args.dataset)
+    text = yaml.safe_dump(config, sort_keys=False)
+    out = build_report(settings, args.dataset, args.results, args.out, args.figures, text)
     print(f"wrote {out}")
 
 

@@ -36,8 +36,19 @@ def _key_path(parts: list[Any] | tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in parts) or "(top level)"
 
 
+def _strict_integer(checker: Any, instance: Any) -> bool:
+    # JSON Schema counts 32.0 as an integer; Python code downstream (range, shapes) does not
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_StrictValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer),
+)
+
+
 def _schema_error(config: dict[str, Any], schema: dict[str, Any]) -> str | None:
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _StrictValidator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is None:
         return None

@@ -11,3 +11,7 @@ class ConfigError(Sam4emError):
 
 class InputDataError(Sam4emError):
     """An input volume or label source cannot be read or does not fit the others."""
+
+
+class OutputError(Sam4emError):
+    """An output path cannot be written without destroying something that is not ours."""

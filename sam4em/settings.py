@@ -1,7 +1,8 @@
 """Every stage's typed settings, built from one config before any work starts.
 
 Each stage reads its own frozen record (``TilingSettings``, ``ModelConfig``,
-``StageSettings``, ``PlanSettings``, ``PredictSettings``, ``ComponentSettings``);
+``StageSettings``, ``PlanSettings``, ``PredictSettings``, ``ComponentSettings``,
+``EvaluationSettings``);
 :func:`check_stage_settings` builds them all at once, so a setting a stage would refuse
 is reported when the config is checked (``sam4em check-config``, or when the workflow
 starts), not after the stages before it have run.
@@ -13,6 +14,7 @@ from typing import Any
 
 from sam4em.blocks.plan import PlanSettings
 from sam4em.errors import ConfigError
+from sam4em.evaluate.settings import EvaluationSettings
 from sam4em.model.model_config import model_config_from
 from sam4em.postprocess.settings import ComponentSettings
 from sam4em.predict.block_job import predict_settings
@@ -33,6 +35,11 @@ def check_stage_settings(config: dict[str, Any], origin: str = "config") -> None
         *(
             ("components", lambda c=c: ComponentSettings.from_config(config, c))
             for c in config["classes"]
+        ),
+        *(
+            ("evaluate", lambda n=n: EvaluationSettings.from_config(config, n))
+            for n, ds in config["datasets"].items()
+            if "test" in (ds.get("split") or {})
         ),
     ]
     for key, build in checks:

@@ -135,6 +135,10 @@ def test_unknown_dataset_name(tmp_path):
             lambda c: c.update(model={"memory": {"heads": 3}}),
             ["model.memory.heads", "does not divide"],
         ),
+        (  # JSON Schema would take 32.0 as an integer; the code downstream would not
+            lambda c: c.update(tiling={"stride": 32.0}),
+            ["tiling.stride", "32.0 is not of type 'integer'"],
+        ),
     ],
     ids=[
         "top-typo",
@@ -148,6 +152,7 @@ def test_unknown_dataset_name(tmp_path):
         "short-sequences",
         "conv-stem-with-weights",
         "stage-settings",
+        "float-integer",
     ],
 )
 def test_config_errors(tmp_path, edit, fragments):
@@ -174,3 +179,43 @@ def test_default_config_is_valid(repo):
     result = run_cli("check-config", "--config", str(repo / "config" / "config.yaml"))
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout
+
+
+def test_float_raw_with_an_infinity_keeps_its_contrast(tmp_path):
+    raw = np.random.default_rng(1).random((4, 32, 32)).astype(np.float32)
+    raw[0, 0, 0] = np.inf
+    raw[1, 0, 0] = np.nan
+    tifffile.imwrite(tmp_path / "f.tif", raw, photometric="minisblack")
+    cfg = write_config(
+        tmp_path / "c.yaml", {"d": {"voxel_size": [1, 1, 1], "raw": str(tmp_path / "f.tif")}}
+    )
+    out = tmp_path / "volume.zarr"
+    r = run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    import zarr
+
+    got = np.asarray(zarr.open_group(str(out))["raw"])
+    assert got[0, 0, 0] == 255 and got[1, 0, 0] == 0  # inf to the top, NaN to 0
+    finite = np.isfinite(raw)
+    values = raw[finite].astype(np.float64)
+    expected = np.round((values - values.min()) * (255.0 / np.ptp(values)))
+    np.testing.assert_array_equal(got[finite], expected.astype(np.uint8))
+
+
+def test_raw_without_a_finite_value(tmp_path):
+    nan = np.full((4, 16, 16), np.nan, np.float32)
+    tifffile.imwrite(tmp_path / "nan.tif", nan, photometric="minisblack")
+    result = _import(tmp_path, {"raw": str(tmp_path / "nan.tif")})
+    assert_user_error(result, "datasets.d.raw", "no finite intensity")
+
+
+def test_label_value_that_does_not_occur(tmp_path):
+    raw = _tiff(tmp_path / "raw.tif")
+    labels = np.zeros((4, 32, 32), np.uint8)
+    labels[:, :8] = 191
+    labels[:, 8:12] = 223
+    tifffile.imwrite(tmp_path / "labels.tif", labels, photometric="minisblack")
+    dataset = {"raw": raw, "labels": {"source": str(tmp_path / "labels.tif"),
+               "values": {"mito": 190, "synapse": 223}}}  # fmt: skip
+    result = _import(tmp_path, dataset)
+    assert_user_error(result, "datasets.d.labels.values.mito", "190", "are 0, 191, 223")

@@ -12,6 +12,7 @@ import yaml
 from sam4em.config import validate_config
 from sam4em.data.importer import import_dataset
 from sam4em.evaluate.run_evaluation import evaluate_dataset
+from sam4em.evaluate.settings import EvaluationSettings
 from sam4em.postprocess.instances import components_for_class
 from sam4em.postprocess.settings import ComponentSettings
 from sam4em.predict.pred_store import ensure_pred_store, store_identity
@@ -55,11 +56,16 @@ def _dataset(tmp_path, pred_of):
     return config, res, truth, table
 
 
+def _evaluate(config, res):
+    settings = EvaluationSettings.from_config(config, "d")
+    parts = ("volume.zarr", "pred.zarr", "instances.zarr", "eval")
+    return evaluate_dataset(settings, "d", *(res / p for p in parts))
+
+
 def test_perfect_prediction_scores_one(tmp_path):
     config, res, truth, table = _dataset(tmp_path, lambda t: t * 255)
     assert len(table) == 2
-    metrics = evaluate_dataset(config, "d", res / "volume.zarr", res / "pred.zarr",
-                               res / "instances.zarr", res / "eval")  # fmt: skip
+    metrics = _evaluate(config, res)
     value = dict(zip(metrics["metric"], metrics["value"], strict=True))
     for key in ("dice", "iou", "precision", "recall", "f1_iou50", "f1_iou75", "detection_f1"):
         assert value[key] == 1.0, key
@@ -75,8 +81,7 @@ def test_a_shifted_prediction_scores_as_computed_by_hand(tmp_path):
         return p
 
     config, res, truth, _ = _dataset(tmp_path, shifted)
-    metrics = evaluate_dataset(config, "d", res / "volume.zarr", res / "pred.zarr",
-                               res / "instances.zarr", res / "eval")  # fmt: skip
+    metrics = _evaluate(config, res)
     value = dict(zip(metrics["metric"], metrics["value"], strict=True))
     # test slices 5-7: truth 300 + 32 voxels, prediction 300, overlap 150
     assert value["dice"] == 2 * 150 / (332 + 300)
@@ -88,17 +93,19 @@ def test_a_shifted_prediction_scores_as_computed_by_hand(tmp_path):
 
 def test_report_page_has_tables_and_embedded_figures(tmp_path):
     config, res, truth, _ = _dataset(tmp_path, lambda t: t * 255)
-    evaluate_dataset(config, "d", res / "volume.zarr", res / "pred.zarr",
-                     res / "instances.zarr", res / "eval")  # fmt: skip
+    _evaluate(config, res)
     (res / "predictions.json").write_text('{"shape": [8, 64, 64], "block_seconds": 12.0}')
     history = [{"step": 10, "loss": 1.0, "elapsed_s": 30.0, "val_dice_mito": 0.5}]
     write_history(history, res / "models" / "stage1_history.csv")
     write_curves(history, res / "models" / "stage1_curves.png", "stage 1")
-    out = build_report(config, "d", res, res / "report.html", res / "figures" / "report")
+    settings = EvaluationSettings.from_config(config, "d")
+    out = build_report(settings, "d", res, res / "report.html", res / "figures" / "report",
+                       "classes: [mito]\n")  # fmt: skip
     page = out.read_text()
     assert '<table id="metrics">' in page and "Dice (voxel overlap" in page
     assert page.count("data:image/png;base64,") == 4  # per-slice, curves, overlay, sizes
     assert "stage 1 training: 0.5 min" in page
+    assert "classes: [mito]" in page  # the configuration the run used
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched
 
 

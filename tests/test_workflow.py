@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import numpy as np
 import zarr
 
-from tests.conftest import snakemake
+from tests.conftest import SNAKEMAKE, snakemake
 
 
 def _job_counts(output: str) -> dict[str, int]:
@@ -137,3 +138,48 @@ def test_snakemake_report_bundles_the_figures(repo, local_run):
     names = zipfile.ZipFile(out).namelist()
     for figure in ("per_slice_dice.png", "object_sizes.png", "overlay_mito.png"):
         assert any(n.endswith(figure) for n in names), (figure, names[:20])
+
+
+def test_a_users_config_file_replaces_the_default(repo, tmp_path):
+    """The README's way to run one's own data: the example config on its own, with two
+    classes, mask folders, and a test-only stack predicted with the other stack's model."""
+    import shutil
+
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    for folder, n in (("stack_a/raw", 16), ("stack_a/mito", 16), ("stack_a/synapse", 16),
+                      ("stack_b/raw", 4), ("stack_b/mito", 4)):  # fmt: skip
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for z in range(n):
+            image = rng.integers(0, 255, (64, 64), np.uint8)
+            tifffile.imwrite(tmp_path / "data" / folder / f"{z:03d}.tif", image)
+    cfg = tmp_path / "my.yaml"
+    shutil.copy(repo / "config" / "own-data.example.yaml", cfg)
+    r = snakemake(repo, tmp_path, "-n", "all", config=cfg)
+    assert r.returncode == 0, r.stderr + r.stdout
+    counts = _job_counts(r.stdout + r.stderr)
+    assert "fetch_demo" not in counts  # nothing of the demo config was merged in
+    assert counts == {
+        "import_volume": 2,
+        "plan_blocks": 2,
+        "tile": 2,  # stack A's train and val; stack B has no training data
+        "train_stage1": 1,
+        "train_stage2": 1,
+        "stitch": 2,
+        "components": 4,
+        "evaluate": 2,
+        "report": 2,
+        "all": 1,
+        "total": 19,
+    }
+    assert "results-own/stack_b/report.html" in r.stdout
+    assert "results/vnc" not in r.stdout
+
+
+def test_no_config_is_a_clear_error(repo, tmp_path):
+    cmd = [*SNAKEMAKE, "--snakefile", str(repo / "workflow" / "Snakefile"),
+           "--directory", str(tmp_path), "-n", "all"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "no config" in r.stderr + r.stdout and "--configfile" in r.stderr + r.stdout

@@ -67,8 +67,11 @@ class Block:
 
 
 def _vec3(values: Sequence[int], name: str) -> Vec3:
+    """Three positive integers (z, y, x): every extent the plan handles."""
     if len(values) != 3 or any(int(v) != v for v in values):
         raise ValueError(f"{name} must be three integers (z, y, x), got {values!r}")
+    if min(values) < 1:
+        raise ValueError(f"{name} must be positive, got {values!r}")
     return (int(values[0]), int(values[1]), int(values[2]))
 
 
@@ -76,8 +79,6 @@ def core_boxes(shape: Sequence[int], block_shape: Sequence[int]) -> list[tuple[V
     """(index, core) of the blocks of ``block_shape`` tiling a volume of ``shape`` (the
     last ones along an axis clipped), in C order."""
     shape, block_shape = _vec3(shape, "shape"), _vec3(block_shape, "block_shape")
-    if min(shape) < 1 or min(block_shape) < 1:
-        raise ValueError("shape and block_shape must be positive")
     counts = [-(-s // b) for s, b in zip(shape, block_shape, strict=True)]
     cores = []
     for index in itertools.product(*(range(n) for n in counts)):
@@ -100,8 +101,7 @@ class PlanSettings:
 
     def __post_init__(self) -> None:
         for name in ("block_shape", "chunks"):
-            if min(_vec3(getattr(self, name), name)) < 1:
-                raise ValueError(f"{name} must be positive")
+            _vec3(getattr(self, name), name)
         if self.warmup < 0:
             raise ValueError("warmup must not be negative")
         for axis, b, c in zip("zyx", self.block_shape, self.chunks, strict=True):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sam4em.data.manifest import manifest_sha256
 from sam4em.errors import InputDataError
-from sam4em.io.atomic import atomic_directory
+from sam4em.io.atomic import OutputKind, atomic_directory, check_output_target
 from sam4em.io.download import download
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,11 @@ DEMO_FILES = ("README.md",)
 #: content checksum of the 120 image files of the VNC ground-truth repository
 DEMO_SHA256 = "284d951dbaa6fbb9d4a5906ab2c26979ceecbdf5dedc4e0ae7d06c472b21d238"
 DEMO_URL = "https://github.com/unidesigner/groundtruth-drosophila-vnc/archive/refs/heads/master.zip"
+
+
+#: written into a demo folder, so a later fetch knows it may replace it
+DEMO_MARK = ".sam4em-demo"
+DEMO_FOLDER = OutputKind("sam4em demo folder", lambda path: (path / DEMO_MARK).is_file())
 
 
 def find_local_copy(candidates: Iterable[str | Path]) -> Path | None:
@@ -79,7 +84,9 @@ def fetch_demo(
     """Fill ``dest`` with the demo stack from a local copy or ``url``; return ``dest``."""
     dest = Path(dest)
     local = find_local_copy(local_copies)
-    with atomic_directory(dest) as tmp:
+    check_output_target(dest, [] if local is None else [local])
+    with atomic_directory(dest, DEMO_FOLDER) as tmp:
+        (tmp / DEMO_MARK).write_text(f"demo data for sam4em, from {local or url}\n")
         if local is not None:
             log.info("demo data: copying local copy %s", local)
             _verify(local, sha256, str(local))

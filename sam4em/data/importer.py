@@ -20,10 +20,10 @@ import numpy as np
 from sam4em import __version__
 from sam4em.config import dataset as dataset_config
 from sam4em.errors import InputDataError
-from sam4em.io.atomic import atomic_directory
+from sam4em.io.atomic import atomic_directory, check_output_target, zarr_kind
 from sam4em.io.intensity import to_uint8, volume_range
 from sam4em.io.labels import ClassMaskSource, open_label_sources
-from sam4em.io.source import VolumeSource, open_source
+from sam4em.io.source import VolumeSource, open_source, source_path
 from sam4em.io.zarr_store import create_array, ome_attrs, open_group
 from sam4em.progress import progress
 
@@ -62,10 +62,23 @@ def _check_inputs(
             )
 
 
+VOLUME_STORE = zarr_kind("sam4em volume store", "raw_source")
+
+
+def input_paths(ds: dict[str, Any]) -> list[Path]:
+    """The files and folders a dataset config reads: raw and every label source."""
+    labels = ds.get("labels") or {}
+    specs = [ds["raw"], *([labels["source"]] if "source" in labels else [])]
+    return [source_path(s) for s in [*specs, *(labels.get("masks") or {}).values()]]
+
+
 def import_dataset(config: dict[str, Any], name: str, out: str | os.PathLike[str]) -> Path:
-    """Read dataset ``name`` of ``config`` and write ``out`` (a ``volume.zarr``) atomically."""
+    """Read dataset ``name`` of ``config`` and write ``out`` (a ``volume.zarr``) atomically.
+
+    ``out`` may replace an earlier volume store, never anything else or an input."""
     ds = dataset_config(config, name)
     key = f"datasets.{name}"
+    check_output_target(out, input_paths(ds))
     with contextlib.ExitStack() as stack:
         raw = stack.enter_context(_open_keyed(ds["raw"], f"{key}.raw"))
         try:
@@ -85,6 +98,21 @@ def import_dataset(config: dict[str, Any], name: str, out: str | os.PathLike[str
             except InputDataError as exc:
                 raise InputDataError(f"{key}.raw: {exc}") from None
         return _write_volume(config, name, ds, raw, labels, (lo, hi), Path(out))
+
+
+def _check_label_values(labels: list[ClassMaskSource], seen: dict[int, set[int]]) -> None:
+    """A class whose configured values never occur in its label image is an error that
+    names the values the image does hold (a wrong value would silently train on nothing)."""
+    for lab in labels:
+        found = seen[id(lab.source)]
+        if lab.values is not None and not found.intersection(lab.values):
+            held = sorted(found)
+            shown = ", ".join(map(str, held[:20])) + (" ..." if len(held) > 20 else "")
+            key = lab.key.removesuffix(".source") + f".values.{lab.cls}"
+            raise InputDataError(
+                f"{key}: {', '.join(map(str, lab.values))} does not occur in the label image "
+                f"{lab.source.name}; the values it holds are {shown}"
+            )
 
 
 def _write_volume(
@@ -110,7 +138,7 @@ def _write_volume(
         "raw_range": list(raw_range),
         "label_sources": {lab.cls: lab.source.name for lab in labels},
     }
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, VOLUME_STORE) as tmp:
         root = open_group(tmp, mode="w")
         raw_arr = create_array(root, "raw", shape, chunks, "uint8")
         lab_group = root.create_group("labels") if labels else None
@@ -118,6 +146,7 @@ def _write_volume(
             lab.cls: create_array(lab_group, lab.cls, shape, chunks, "uint8") for lab in labels
         }
         counts = dict.fromkeys(lab_arrs, 0)
+        seen: dict[int, set[int]] = {id(lab.source): set() for lab in labels}
         step = raw_arr.chunks[0]
         for z0 in progress(
             range(0, shape[0], step), desc=f"import {name}", unit="slab", leave=False
@@ -128,10 +157,13 @@ def _write_volume(
             for lab in labels:
                 if id(lab.source) not in cache:
                     cache[id(lab.source)] = _read_keyed(lab.source, lab.key, z0, z1)
+                    if lab.values is not None:
+                        seen[id(lab.source)].update(np.unique(cache[id(lab.source)]).tolist())
                 data = cache[id(lab.source)]
                 mask = lab.mask(data)
                 lab_arrs[lab.cls][z0:z1] = mask
                 counts[lab.cls] += int(mask.sum())
+        _check_label_values(labels, seen)
         total = float(np.prod(shape))
         metadata["label_fractions"] = {c: n / total for c, n in counts.items()}
         for cls, frac in metadata["label_fractions"].items():

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import cc3d
 import numpy as np
 import pandas as pd
 import zarr
 
-from sam4em.config import dataset, probability_level, split_slices
 from sam4em.errors import InputDataError
 from sam4em.evaluate.instance_metrics import contingency, detection, f1, match, splits_and_merges
+from sam4em.evaluate.settings import EvaluationSettings
 from sam4em.evaluate.voxel_metrics import slice_consistency, voxel_scores
 from sam4em.io.atomic import write_bytes_atomic
 from sam4em.io.zarr_store import LEVEL0, open_group
@@ -58,17 +57,18 @@ def class_metrics(
 
 
 def truth_and_mask(
-    config: dict[str, Any], volume: zarr.Group, pred: zarr.Group, cls: str, z: range
+    settings: EvaluationSettings, volume: zarr.Group, pred: zarr.Group, cls: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Annotation and predicted mask of ``cls`` on slices ``z``: probabilities cut at the
-    class's :func:`~sam4em.config.probability_level` (what every metric scores)."""
+    """Annotation and predicted mask of ``cls`` on the test slices: probabilities cut at
+    the class's level (:meth:`EvaluationSettings.level`, what every metric scores)."""
+    z = settings.test
     truth = np.asarray(volume[f"labels/{cls}"][z.start : z.stop]) > 0
-    level = probability_level(config, cls, pred.attrs.get("thresholds"))
+    level = settings.level(cls, pred.attrs.get("thresholds"))
     return truth, np.asarray(pred[f"{cls}/{LEVEL0}"][z.start : z.stop]) >= level
 
 
 def evaluate_dataset(
-    config: dict[str, Any],
+    settings: EvaluationSettings,
     name: str,
     volume: str | os.PathLike[str],
     pred: str | os.PathLike[str],
@@ -76,22 +76,17 @@ def evaluate_dataset(
     out_dir: str | os.PathLike[str],
 ) -> pd.DataFrame:
     """Evaluate dataset ``name`` on its test slices; returns the metrics table."""
-    ds = dataset(config, name)
-    if "test" not in (ds.get("split") or {}):
-        raise InputDataError(f"datasets.{name}: no test split, nothing to evaluate")
-    z = split_slices(ds, "test")
+    z = settings.test
     vol, probs, inst = open_group(volume), open_group(pred), open_group(instances)
     labelled = vol.attrs["sam4em"]["labelled_classes"]
-    settings = config["components"]
     rows, per_slice, pairs = [], [], []
-    for cls in config["classes"]:
+    for cls in settings.classes:
         if cls not in labelled:
             continue
-        truth, mask = truth_and_mask(config, vol, probs, cls, z)
+        truth, mask = truth_and_mask(settings, vol, probs, cls)
         ids = np.asarray(inst[f"{cls}/{LEVEL0}"][z.start : z.stop])
-        metrics, table = class_metrics(
-            mask, truth, ids, settings["connectivity"], config["evaluate"]["detection_tolerance"]
-        )
+        connectivity = settings.components[cls].connectivity
+        metrics, table = class_metrics(mask, truth, ids, connectivity, settings.detection_tolerance)
         rows += [{"class": cls, "metric": k, "value": v} for k, v in metrics.items()]
         for k in range(len(truth)):
             per_slice.append({"class": cls, "z": z.start + k, **voxel_scores(mask[k], truth[k])})

@@ -1,7 +1,9 @@
 """Atomic outputs: write under a temporary name, rename into place when complete.
 
 A job killed half-way leaves only a ``*.partial-*`` name behind, never something
-that looks like a finished output.
+that looks like a finished output. A directory output replaces only an earlier output
+of its own kind, and never an input: a user's ``--out`` pointed at the wrong place is
+an error, not a deleted folder.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sam4em.errors import OutputError
 
 
 def _partial_name(target: Path) -> Path:
@@ -28,10 +33,57 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def check_output_target(
+    target: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]
+) -> None:
+    """Refuse an output ``target`` that is, contains or lies inside one of ``inputs``."""
+    out = Path(target).resolve()
+    for given in inputs:
+        src = Path(given).resolve()
+        if out == src or out in src.parents or src in out.parents:
+            raise OutputError(
+                f"{target}: output would overwrite the input {given}; choose another output path"
+            )
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of directory output: its name, and how to recognise an earlier one."""
+
+    name: str  # e.g. "sam4em volume store"
+    is_earlier: Callable[[Path], bool]  # True for a directory this kind wrote before
+
+
+def zarr_kind(name: str, key: str) -> OutputKind:
+    """A zarr group kind recognised by ``key`` in its ``sam4em`` root attributes."""
+
+    def is_earlier(path: Path) -> bool:
+        try:
+            meta = json.loads((path / "zarr.json").read_text())
+        except (OSError, ValueError):
+            return False
+        attrs = meta.get("attributes") if isinstance(meta, dict) else None
+        own = attrs.get("sam4em") if isinstance(attrs, dict) else None
+        return isinstance(own, dict) and key in own
+
+    return OutputKind(name, is_earlier)
+
+
 @contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``target`` only if the block succeeds."""
+def atomic_directory(target: str | os.PathLike[str], kind: OutputKind) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``target`` only if the block succeeds.
+
+    An existing ``target`` is replaced only when ``kind`` recognises it as an earlier
+    output of the same kind; anything else there is an OutputError, before any work.
+    """
     target = Path(target)
+    if (target.exists() or target.is_symlink()) and not (
+        target.is_dir() and not target.is_symlink() and kind.is_earlier(target)
+    ):
+        raise OutputError(
+            f"{target}: exists and is not a {kind.name}; refusing to replace it "
+            "(choose another output path, or remove it yourself)"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _partial_name(target)
     tmp.mkdir()

@@ -69,6 +69,17 @@ _MRC_SUFFIXES = {".mrc", ".rec", ".st", ".map"}
 _TIFF_SUFFIXES = {".tif", ".tiff"}
 
 
+def source_path(spec: str | os.PathLike[str]) -> Path:
+    """The file or folder on disk that a volume ``spec`` reads (the HDF5 file, the zarr
+    store, the TIFF/MRC file or the slice folder)."""
+    text = os.fspath(spec).rstrip("/") or os.fspath(spec)
+    if m := _HDF5.match(text):
+        return Path(m["file"])
+    if m := _ZARR.match(text):
+        return Path(m["store"])
+    return Path(text)
+
+
 def open_source(spec: str | os.PathLike[str]) -> VolumeSource:
     """Open the volume named by ``spec`` (see the module docstring for the forms)."""
     text = os.fspath(spec).rstrip("/") or os.fspath(spec)

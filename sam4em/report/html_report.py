@@ -7,14 +7,12 @@ import html
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from sam4em.config import dataset, split_slices
 from sam4em.evaluate.run_evaluation import truth_and_mask
+from sam4em.evaluate.settings import EvaluationSettings
 from sam4em.io.atomic import write_bytes_atomic
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import read_checkpoint
@@ -89,19 +87,21 @@ def _training_minutes(history: Path) -> float | None:
 
 
 def build_report(
-    config: dict[str, Any],
+    settings: EvaluationSettings,
     name: str,
     results: str | os.PathLike[str],
     out: str | os.PathLike[str],
     figure_dir: str | os.PathLike[str],
+    config_text: str,
 ) -> Path:
-    """Write ``out`` (HTML) and its figures (PNG, also kept in ``figure_dir``)."""
+    """Write ``out`` (HTML) and its figures (PNG, also kept in ``figure_dir``); the
+    report ends with ``config_text``, the configuration the run used."""
     res = Path(results)
     fig_dir = Path(figure_dir)
     metrics = pd.read_csv(res / "eval" / "metrics.csv")
     per_slice = pd.read_csv(res / "eval" / "metrics_per_slice.csv")
     vol, pred = open_group(res / "volume.zarr"), open_group(res / "pred.zarr")
-    z = split_slices(dataset(config, name), "test")
+    z = settings.test
     sections = []
     summary = json.loads((res / "predictions.json").read_text())
     times = [
@@ -128,7 +128,7 @@ def build_report(
     sections.append("<h2>Training</h2>" + "".join(_img(p, p.stem) for p in curves if p.is_file()))
     parts = ["<h2>Examples</h2>"]
     for cls in dict.fromkeys(metrics["class"]):
-        truth, mask = truth_and_mask(config, vol, pred, cls, z)
+        truth, mask = truth_and_mask(settings, vol, pred, cls)
         k = int(np.argmax(truth.sum(axis=(1, 2))))
         raw = np.asarray(vol["raw"][z.start + k])
         path = figures.overlays(
@@ -138,18 +138,14 @@ def build_report(
     sections.append("".join(parts))
     tables = {
         c: pd.read_csv(res / "objects" / f"{c}.csv")
-        for c in config["classes"]
+        for c in settings.classes
         if (res / "objects" / f"{c}.csv").is_file()
     }
     sections.append(
         "<h2>Object sizes (whole volume)</h2>"
         + _img(figures.size_histograms(tables, fig_dir / "object_sizes.png"), "object sizes")
     )
-    sections.append(
-        "<h2>Configuration</h2><pre>"
-        + html.escape(yaml.safe_dump(config, sort_keys=False))
-        + "</pre>"
-    )
+    sections.append("<h2>Configuration</h2><pre>" + html.escape(config_text) + "</pre>")
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>sam4em report: {html.escape(name)}</title><style>"

@@ -10,8 +10,14 @@ from sam4em.blocks.plan import block_ids as sam4em_block_ids
 from sam4em.config import validate_config, write_effective_config
 from sam4em.settings import check_stage_settings
 
+if not config:
+    raise ValueError(
+        "sam4em: no config: run with a profile (`--profile profiles/local`, whose default "
+        "is config/config.yaml) or name one with `--configfile my.yaml`"
+    )
 validate_config(config, "config")
-check_stage_settings(config, "config")  # every stage's settings, before any job runs
+if workflow.is_main_process:  # once, before any job runs (jobs re-read this file)
+    check_stage_settings(config, "config")
 
 R = config["results_dir"]
 DATASETS = list(config["datasets"])
