@@ -27,8 +27,13 @@ FORMAT = "sam4em-checkpoint/1"
 
 
 def trainable_state(model: SAM4EM) -> dict[str, torch.Tensor]:
-    """The tensors of the trained set (see :meth:`SAM4EM.is_trained`)."""
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if model.is_trained(n)}
+    """The tensors of the trained set (see :meth:`SAM4EM.is_trained`): parameters, and
+    the running statistics of the BatchNorm layers among them (``model.high_res_norm``)."""
+    tensors = dict(model.named_parameters())
+    for prefix, module in model.named_modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            tensors |= {f"{prefix}.{n}": b for n, b in module.named_buffers(recurse=False)}
+    return {n: t.detach().cpu().clone() for n, t in tensors.items() if model.is_trained(n)}
 
 
 def _versions() -> dict[str, str]:
@@ -87,6 +92,7 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path}: written with an earlier layout of the high-resolution path; retrain it"
         )
+    config_dict.setdefault("high_res_norm", "layer")  # written before the choice existed
     if base_checkpoint is not None:
         config_dict["checkpoint"] = str(base_checkpoint)
     config = ModelConfig.from_dict(config_dict)

@@ -28,9 +28,10 @@ class PromptFreeMaskDecoder(nn.Module):
 
     Module names follow segment-anything's ``MaskDecoder`` (``transformer``,
     ``mask_tokens``, ``output_upscaling``, ``output_hypernetworks_mlps``) so that SAM's
-    weights load where shapes allow. With ``skip_features`` another stage's upscaled
-    features are added before the masks are formed (the H-SAM skip connection). With
-    ``high_res`` (the path's width) the maps of a
+    weights load where shapes allow. ``high_res_norm`` is the normalisation of its 3x3
+    convolutions (see :func:`~sam4em.model.high_res.conv_block`). With ``skip_features``
+    another stage's upscaled features are added before the masks are formed (the H-SAM
+    skip connection). With ``high_res`` (the path's width) the maps of a
     :class:`~sam4em.model.high_res.HighResPath` are added at 1/8 and 1/4 of the tile, a
     final 3x3-conv step upscales to 1/2 of the tile, where the 1/2 map joins in, and a
     3x3 convolution follows each join before the masks are formed.
@@ -46,6 +47,7 @@ class PromptFreeMaskDecoder(nn.Module):
         mlp_dim: int = 2048,
         skip_features: bool = False,
         high_res: int = 0,
+        high_res_norm: str = "layer",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -74,12 +76,14 @@ class PromptFreeMaskDecoder(nn.Module):
             else None
         )
         self.high_res_refine = (
-            nn.ModuleList(conv_block(u, u) for u in up_channels) if high_res else None
+            nn.ModuleList(conv_block(u, u, norm=high_res_norm) for u in up_channels)
+            if high_res
+            else None
         )
         self.final_upscaling = (
             nn.Sequential(
                 nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                conv_block(dim // 8, dim // 8),
+                conv_block(dim // 8, dim // 8, norm=high_res_norm),
             )
             if high_res
             else None

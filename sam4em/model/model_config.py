@@ -32,6 +32,7 @@ PRESETS: dict[str, VitPreset] = {
 }
 
 PATCH_SIZE = 16
+NORMS = ("layer", "batch")  # normalisations of the high-resolution path's convolutions
 LORA_TARGETS = ("qkv", "proj", "mlp")
 
 
@@ -69,6 +70,7 @@ class ModelConfig:
     two_stage: bool = True
     high_res: bool = True  # the convolutional high-resolution path into both decoders
     high_res_width: int = 32  # its channels at 1/2 of the tile (x2 at 1/4, x4 at 1/8)
+    high_res_norm: str = "layer"  # normalisation of its convolutions: "layer" or "batch"
     conv_stem: bool = False  # the encoder's tokens come from the path (random init only)
     lora: LoraSettings = field(default_factory=LoraSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
@@ -83,6 +85,8 @@ class ModelConfig:
         bad = [t for t in self.lora.targets if t not in LORA_TARGETS]
         if bad:
             raise ConfigError(f"model.lora.targets: {bad} not among {list(LORA_TARGETS)}")
+        if self.high_res_norm not in NORMS:
+            raise ConfigError(f"model.high_res_norm: expected one of {', '.join(NORMS)}")
         if self.conv_stem and not self.high_res:
             raise ConfigError("model.conv_stem: needs model.high_res (the stem is its 1/8 map)")
         if self.conv_stem and self.checkpoint:

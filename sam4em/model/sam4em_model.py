@@ -67,13 +67,15 @@ class SAM4EM(nn.Module):
         )
         self.pe_layer = PositionEmbeddingRandom(dim // 2)
         self.no_mask_embed = nn.Embedding(1, dim)
-        self.high_res = HighResPath(width=width) if width else None
+        norm = config.high_res_norm
+        self.high_res = HighResPath(width=width, norm=norm) if width else None
         decoder_args = {
             "dim": dim,
             "num_classes": n_cls,
             "heads": vit.decoder_heads,
             "mlp_dim": vit.decoder_mlp_dim,
             "high_res": width,
+            "high_res_norm": norm,
         }
         self.decoder1 = PromptFreeMaskDecoder(**decoder_args)
         self.prompt_generator = StagePromptGenerator(dim, n_cls) if config.two_stage else None
