@@ -127,11 +127,13 @@ def _cmd_components(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
     from sam4em.postprocess.instances import components_for_class
     from sam4em.postprocess.settings import ComponentSettings
+    from sam4em.predict.pred_store import require_complete
 
     config = load_config(args.config)
     if args.cls not in config["classes"]:
         raise ConfigError(f"--class: '{args.cls}' is not one of {config['classes']}")
     settings = ComponentSettings.from_config(config, args.cls)
+    require_complete(args.pred)
     table = components_for_class(settings, args.pred, args.cls, args.out, args.objects)
     print(f"{args.cls}: {len(table)} object(s) in {args.out}/{args.cls}")
 
@@ -140,8 +142,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
     from sam4em.evaluate.run_evaluation import evaluate_dataset
     from sam4em.evaluate.settings import EvaluationSettings
+    from sam4em.predict.pred_store import require_complete
 
     settings = EvaluationSettings.from_config(load_config(args.config), args.dataset)
+    require_complete(args.pred)
     table = evaluate_dataset(
         settings, args.dataset, args.volume, args.pred, args.instances, args.out_dir
     )
@@ -163,10 +167,26 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
-def _existing_volume(value: str) -> str:
-    if not (Path(value) / "zarr.json").is_file():
-        raise argparse.ArgumentTypeError(f"{value}: not a volume.zarr written by 'sam4em import'")
-    return value
+def _store(kind_name: str) -> Callable[[str], str]:
+    """An argparse type: the path of an existing store of kind ``kind_name`` (the
+    :mod:`sam4em.io.zarr_store` constant), else a one-line usage error."""
+
+    def check(value: str) -> str:
+        from sam4em.io import zarr_store
+
+        try:
+            getattr(zarr_store, kind_name).check(value)
+        except Sam4emError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    check.__name__ = kind_name.lower()
+    return check
+
+
+_existing_volume = _store("VOLUME")
+_existing_pred = _store("PREDICTION")
+_existing_instances = _store("INSTANCES")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,14 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("stitch", _cmd_stitch, "check all blocks are done; pyramid level, summary, figure")
     p.add_argument("--volume", required=True, type=_existing_volume)
-    p.add_argument("--pred", required=True, help="pred.zarr")
+    p.add_argument("--pred", required=True, type=_existing_pred, help="pred.zarr")
     p.add_argument("--plan", required=True, help="blocks.json")
     p.add_argument("--markers", help="folder of {block}.done (default: blocks/ next to --pred)")
     p.add_argument("--summary", required=True, help="output summary JSON")
     p.add_argument("--figure", required=True, help="output quick-look PNG")
 
     p = add("components", _cmd_components, "3D connected components of one class, block-wise")
-    p.add_argument("--pred", required=True, help="pred.zarr")
+    p.add_argument("--pred", required=True, type=_existing_pred, help="pred.zarr")
     p.add_argument("--class", dest="cls", required=True, help="class name")
     p.add_argument("--out", required=True, help="instances.zarr (the class array goes inside)")
     p.add_argument("--objects", required=True, help="output objects/{class}.csv")
@@ -241,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("evaluate", _cmd_evaluate, "metrics on the test slices (voxel, object, per slice)")
     p.add_argument("--dataset", required=True)
     p.add_argument("--volume", required=True, type=_existing_volume)
-    p.add_argument("--pred", required=True, help="pred.zarr")
-    p.add_argument("--instances", required=True, help="instances.zarr")
+    p.add_argument("--pred", required=True, type=_existing_pred, help="pred.zarr")
+    p.add_argument("--instances", required=True, type=_existing_instances, help="instances.zarr")
     p.add_argument("--out-dir", required=True, help="folder for metrics*.csv")
 
     p = add("report", _cmd_report, "one self-contained HTML report of a dataset")

@@ -219,3 +219,35 @@ def test_label_value_that_does_not_occur(tmp_path):
                "values": {"mito": 190, "synapse": 223}}}  # fmt: skip
     result = _import(tmp_path, dataset)
     assert_user_error(result, "datasets.d.labels.values.mito", "190", "are 0, 191, 223")
+
+
+def test_stores_of_the_wrong_kind_or_missing_are_one_line_errors(tmp_path):
+    from sam4em.predict.pred_store import ensure_pred_store, mark_complete, store_identity
+
+    cfg = write_config(tmp_path / "c.yaml", {"d": {"raw": _tiff(tmp_path / "r.tif"),
+                       "voxel_size": [1, 1, 1]}})  # fmt: skip
+    vol = tmp_path / "volume.zarr"
+    assert (
+        run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(vol)).returncode == 0
+    )
+    pred = tmp_path / "pred.zarr"
+    store = ensure_pred_store(pred, store_identity((4, 32, 32), (1, 32, 32), ["mito"]), [1, 1, 1])
+
+    def components(store: Path, cls: str = "mito"):
+        out = ["--out", str(tmp_path / "i.zarr"), "--objects", str(tmp_path / "o.csv")]
+        return run_cli("components", "--config", str(cfg), "--pred", str(store), "--class", cls,
+                       *out)  # fmt: skip
+
+    for store, fragments in (
+        (tmp_path / "absent.zarr", ["not found", "prediction store"]),
+        (vol, ["not a sam4em prediction store", "predict-block"]),  # a store of another kind
+    ):
+        r = components(store)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert all(f in r.stderr.strip().splitlines()[-1] for f in fragments), r.stderr
+    assert_user_error(components(pred), "prediction is incomplete", "stitch first")
+    mark_complete(store, {"model": "m", "volume": "v", "blocks": 1})
+    assert_user_error(components(pred, "glia"), "has no class 'glia'", "it holds mito")
+    r = run_cli("report", "--config", str(cfg), "--dataset", "d", "--results", str(tmp_path),
+                "--out", str(tmp_path / "r.html"), "--figures", str(tmp_path / "f"))  # fmt: skip
+    assert_user_error(r, "eval/metrics.csv", "run the stitch and evaluate steps first")

@@ -233,6 +233,14 @@ def test_stitch_checks_blocks_and_writes_level_summary_figure(trained, serial):
         assert stats["fraction_above_threshold"] == pytest.approx(frac, abs=1e-5)
     root = json.loads((tmp_path / "pred.zarr" / "zarr.json").read_text())
     assert "consolidated_metadata" in root  # consolidated for viewers
+    made = root["attributes"]["complete"]  # the later stages read only a complete store
+    assert made["blocks"] == 8 and made["model"] == json.loads(first.read_text())["model"]
+    # a store that mixes models, or blocks of an earlier import, is refused
+    record = json.loads(first.read_text())
+    for key, fragment in (("model", "2 different models"), ("volume", "earlier import")):
+        first.write_text(json.dumps({**record, key: "something else"}))
+        assert_user_error(run_cli(*args), str(tmp_path / "pred.zarr"), fragment)
+    first.write_text(json.dumps(record))
     png = (tmp_path / "predictions.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sam4em.data.manifest import manifest_sha256
 from sam4em.errors import InputDataError
-from sam4em.io.atomic import OutputKind, atomic_directory, check_output_target
+from sam4em.io.atomic import atomic_directory, check_output_target
 from sam4em.io.download import download
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,16 @@ DEMO_URL = "https://github.com/unidesigner/groundtruth-drosophila-vnc/archive/re
 
 #: written into a demo folder, so a later fetch knows it may replace it
 DEMO_MARK = ".sam4em-demo"
-DEMO_FOLDER = OutputKind("sam4em demo folder", lambda path: (path / DEMO_MARK).is_file())
+
+
+class _DemoFolder:
+    """The demo folder as an output kind: recognised by :data:`DEMO_MARK`."""
+
+    name = "demo folder"
+
+    def is_earlier(self, path: Path) -> bool:
+        """Whether ``path`` is a demo folder fetch-demo wrote."""
+        return (path / DEMO_MARK).is_file()
 
 
 def find_local_copy(candidates: Iterable[str | Path]) -> Path | None:
@@ -85,7 +94,7 @@ def fetch_demo(
     dest = Path(dest)
     local = find_local_copy(local_copies)
     check_output_target(dest, [] if local is None else [local])
-    with atomic_directory(dest, DEMO_FOLDER) as tmp:
+    with atomic_directory(dest, _DemoFolder()) as tmp:
         (tmp / DEMO_MARK).write_text(f"demo data for sam4em, from {local or url}\n")
         if local is not None:
             log.info("demo data: copying local copy %s", local)

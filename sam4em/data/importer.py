@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,11 @@ import numpy as np
 from sam4em import __version__
 from sam4em.config import dataset as dataset_config
 from sam4em.errors import InputDataError
-from sam4em.io.atomic import atomic_directory, check_output_target, zarr_kind
+from sam4em.io.atomic import atomic_directory, check_output_target
 from sam4em.io.intensity import to_uint8, volume_range
 from sam4em.io.labels import ClassMaskSource, open_label_sources
 from sam4em.io.source import VolumeSource, open_source, source_path
-from sam4em.io.zarr_store import create_array, ome_attrs, open_group
+from sam4em.io.zarr_store import VOLUME, create_array, ome_attrs, open_group
 from sam4em.progress import progress
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,6 @@ def _check_inputs(
                 f"{key}.split.{part}: slices {first}-{last} are outside the volume "
                 f"({nz} slices, 0-{nz - 1})"
             )
-
-
-VOLUME_STORE = zarr_kind("sam4em volume store", "raw_source")
 
 
 def input_paths(ds: dict[str, Any]) -> list[Path]:
@@ -128,6 +126,7 @@ def _write_volume(
     shape = raw.shape
     metadata = {
         "version": __version__,
+        "import_id": uuid.uuid4().hex,  # a new identity per import: stale blocks are redone
         "dataset": name,
         "classes": config["classes"],
         "labelled_classes": [lab.cls for lab in labels],
@@ -138,7 +137,7 @@ def _write_volume(
         "raw_range": list(raw_range),
         "label_sources": {lab.cls: lab.source.name for lab in labels},
     }
-    with atomic_directory(out, VOLUME_STORE) as tmp:
+    with atomic_directory(out, VOLUME) as tmp:
         root = open_group(tmp, mode="w")
         raw_arr = create_array(root, "raw", shape, chunks, "uint8")
         lab_group = root.create_group("labels") if labels else None

@@ -20,7 +20,7 @@ from sam4em.evaluate.instance_metrics import contingency, detection, f1, match, 
 from sam4em.evaluate.settings import EvaluationSettings
 from sam4em.evaluate.voxel_metrics import slice_consistency, voxel_scores
 from sam4em.io.atomic import write_bytes_atomic
-from sam4em.io.zarr_store import LEVEL0, open_group
+from sam4em.io.zarr_store import INSTANCES, PREDICTION, VOLUME, class_array
 
 
 def class_metrics(
@@ -64,7 +64,8 @@ def truth_and_mask(
     z = settings.test
     truth = np.asarray(volume[f"labels/{cls}"][z.start : z.stop]) > 0
     level = settings.level(cls, pred.attrs.get("thresholds"))
-    return truth, np.asarray(pred[f"{cls}/{LEVEL0}"][z.start : z.stop]) >= level
+    probs = class_array(pred, str(pred.store), cls)
+    return truth, np.asarray(probs[z.start : z.stop]) >= level
 
 
 def evaluate_dataset(
@@ -77,14 +78,14 @@ def evaluate_dataset(
 ) -> pd.DataFrame:
     """Evaluate dataset ``name`` on its test slices; returns the metrics table."""
     z = settings.test
-    vol, probs, inst = open_group(volume), open_group(pred), open_group(instances)
+    vol, probs, inst = VOLUME.open(volume), PREDICTION.open(pred), INSTANCES.open(instances)
     labelled = vol.attrs["sam4em"]["labelled_classes"]
     rows, per_slice, pairs = [], [], []
     for cls in settings.classes:
         if cls not in labelled:
             continue
         truth, mask = truth_and_mask(settings, vol, probs, cls)
-        ids = np.asarray(inst[f"{cls}/{LEVEL0}"][z.start : z.stop])
+        ids = np.asarray(class_array(inst, instances, cls)[z.start : z.stop])
         connectivity = settings.components[cls].connectivity
         metrics, table = class_metrics(mask, truth, ids, connectivity, settings.detection_tolerance)
         rows += [{"class": cls, "metric": k, "value": v} for k, v in metrics.items()]

@@ -14,9 +14,8 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sam4em.errors import OutputError
 
@@ -46,27 +45,14 @@ def check_output_target(
             )
 
 
-@dataclass(frozen=True)
-class OutputKind:
-    """A kind of directory output: its name, and how to recognise an earlier one."""
+class OutputKind(Protocol):
+    """A kind of directory output (e.g. :class:`~sam4em.io.zarr_store.StoreKind`)."""
 
-    name: str  # e.g. "sam4em volume store"
-    is_earlier: Callable[[Path], bool]  # True for a directory this kind wrote before
+    name: str  # what users call it, e.g. "volume store"
 
-
-def zarr_kind(name: str, key: str) -> OutputKind:
-    """A zarr group kind recognised by ``key`` in its ``sam4em`` root attributes."""
-
-    def is_earlier(path: Path) -> bool:
-        try:
-            meta = json.loads((path / "zarr.json").read_text())
-        except (OSError, ValueError):
-            return False
-        attrs = meta.get("attributes") if isinstance(meta, dict) else None
-        own = attrs.get("sam4em") if isinstance(attrs, dict) else None
-        return isinstance(own, dict) and key in own
-
-    return OutputKind(name, is_earlier)
+    def is_earlier(self, path: Path) -> bool:
+        """Whether ``path`` is an output of this kind, written before."""
+        ...
 
 
 @contextlib.contextmanager
@@ -81,7 +67,7 @@ def atomic_directory(target: str | os.PathLike[str], kind: OutputKind) -> Iterat
         target.is_dir() and not target.is_symlink() and kind.is_earlier(target)
     ):
         raise OutputError(
-            f"{target}: exists and is not a {kind.name}; refusing to replace it "
+            f"{target}: exists and is not a sam4em {kind.name}; refusing to replace it "
             "(choose another output path, or remove it yourself)"
         )
     target.parent.mkdir(parents=True, exist_ok=True)

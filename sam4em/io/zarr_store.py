@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
+
+from sam4em.errors import InputDataError
 
 OME_VERSION = "0.5"
 #: the full-resolution level of a per-class image group (``pred.zarr/{class}/0``, ...)
@@ -83,3 +88,52 @@ def ome_attrs(
 def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
     """Open a zarr group of the project's layout (v3)."""
     return zarr.open_group(store=str(path), mode=mode, zarr_format=3 if mode == "w" else None)
+
+
+@dataclass(frozen=True)
+class StoreKind:
+    """One kind of the project's zarr stores, recognised by a key of its root's ``sam4em``
+    attributes. Used to open inputs (a clear error for anything else) and to let an
+    output replace only an earlier store of its own kind (:mod:`sam4em.io.atomic`)."""
+
+    name: str  # what users call it, e.g. "volume store"
+    writer: str  # the verb that writes it, e.g. "sam4em import"
+    key: str  # a key only this kind has in its ``sam4em`` attributes
+
+    def is_earlier(self, path: Path) -> bool:
+        """Whether ``path`` is a store of this kind."""
+        try:
+            meta = json.loads((Path(path) / "zarr.json").read_text())
+        except (OSError, ValueError):
+            return False
+        attrs = meta.get("attributes") if isinstance(meta, dict) else None
+        own = attrs.get("sam4em") if isinstance(attrs, dict) else None
+        return isinstance(own, dict) and self.key in own
+
+    def check(self, path: str | os.PathLike[str]) -> Path:
+        """``path``, or an InputDataError saying it is missing or not of this kind."""
+        what = f"a sam4em {self.name} (written by '{self.writer}')"
+        if not Path(path).exists():
+            raise InputDataError(f"{path}: not found; expected {what}")
+        if not self.is_earlier(Path(path)):
+            raise InputDataError(f"{path}: not {what}")
+        return Path(path)
+
+    def open(self, path: str | os.PathLike[str], mode: str = "r") -> zarr.Group:
+        """Open a store of this kind (see :meth:`check`)."""
+        return open_group(self.check(path), mode=mode)
+
+
+VOLUME = StoreKind("volume store", "sam4em import", "raw_source")
+TILES = StoreKind("tile store", "sam4em tile", "tiles_per_slice")
+PREDICTION = StoreKind("prediction store", "sam4em predict-block", "chunks")
+INSTANCES = StoreKind("instance store", "sam4em components", "source")
+
+
+def class_array(root: zarr.Group, path: str | os.PathLike[str], cls: str) -> zarr.Array:
+    """The level-0 array of class ``cls`` in a per-class store (prediction or instances)
+    opened from ``path``; an InputDataError naming the classes it holds."""
+    if cls not in root or LEVEL0 not in root[cls]:
+        held = sorted(k for k in root.group_keys() if LEVEL0 in root[k])
+        raise InputDataError(f"{path}: has no class '{cls}' (it holds {', '.join(held) or 'none'})")
+    return root[f"{cls}/{LEVEL0}"]

@@ -18,7 +18,14 @@ import pandas as pd
 
 from sam4em.blocks.plan import core_boxes
 from sam4em.io.atomic import create_directory_once, write_bytes_atomic
-from sam4em.io.zarr_store import LEVEL0, create_array, ome_attrs, open_group
+from sam4em.io.zarr_store import (
+    LEVEL0,
+    PREDICTION,
+    class_array,
+    create_array,
+    ome_attrs,
+    open_group,
+)
 from sam4em.postprocess.block_components import blockwise_components
 from sam4em.postprocess.settings import ComponentSettings
 from sam4em.progress import progress
@@ -32,13 +39,13 @@ def components_for_class(
     objects_csv: str | os.PathLike[str],
 ) -> pd.DataFrame:
     """Threshold, label block-wise, filter; write the instance array and object table."""
-    pred_root = open_group(pred)
-    probs = pred_root[f"{cls}/{LEVEL0}"]
+    pred_root = PREDICTION.open(pred)
+    probs = class_array(pred_root, pred, cls)
     shape, chunks = probs.shape, probs.chunks
     level = settings.level(cls, pred_root.attrs.get("thresholds"))
     block = settings.block_shape
     out = Path(out)
-    voxel = list(open_group(pred).attrs.get("voxel_size_nm", [1.0, 1.0, 1.0]))
+    voxel = list(pred_root.attrs.get("voxel_size_nm", [1.0, 1.0, 1.0]))
 
     def build_root(tmp: Path) -> None:
         open_group(tmp, mode="w").attrs["sam4em"] = {"classes": [], "source": str(pred)}

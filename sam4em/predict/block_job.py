@@ -22,11 +22,11 @@ import numpy as np
 from sam4em.blocks.plan import Block, PlanSettings, load_plan
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
-from sam4em.io.zarr_store import LEVEL0, open_group
+from sam4em.io.zarr_store import LEVEL0, VOLUME
 from sam4em.model.checkpoint import load_checkpoint
 from sam4em.model.device import pick_device
 from sam4em.model.lora import merge_lora
-from sam4em.predict.pred_store import ensure_pred_store, store_identity
+from sam4em.predict.pred_store import ensure_pred_store, mark_incomplete, store_identity
 from sam4em.predict.stack_predictor import PlaneWindow, PredictSettings, StackPredictor
 from sam4em.progress import progress
 from sam4em.tiling.resample import scaled_plane
@@ -68,12 +68,16 @@ def _file_identity(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _job_identity(
-    checkpoint: Path, block: Block, settings: PredictSettings, plan: PlanSettings
-) -> str:
-    data = {"checkpoint": _file_identity(checkpoint), "block": block.id,
-            "plan": plan.to_dict(), **settings.__dict__}  # fmt: skip
+def _digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _job_identity(
+    model: str, volume: str, block: Block, settings: PredictSettings, plan: PlanSettings
+) -> str:
+    data = {"model": model, "volume": volume, "block": block.id,
+            "plan": plan.to_dict(), **settings.__dict__}  # fmt: skip
+    return _digest(data)
 
 
 def _fail_once_for_tests(block_id: str) -> None:
@@ -108,15 +112,17 @@ def predict_block(
     block, geometry = blocks[block_id], PlanSettings.from_dict(plan_data["settings"])
     scale = geometry.scale
     settings = predict_settings(inference, scale)
-    job_id = _job_identity(checkpoint, block, settings, geometry)
+    root = VOLUME.open(volume)
+    raw, meta = root["raw"], dict(root.attrs["sam4em"])
+    model_id = _digest(_file_identity(checkpoint))
+    volume_id = str(meta.get("import_id", ""))
+    job_id = _job_identity(model_id, volume_id, block, settings, geometry)
     if done.is_file() and json.loads(done.read_text()).get("job") == job_id:
         log.info("block %s is done already (%s); skipped", block_id, done)
         return json.loads(done.read_text())
-    done.unlink(missing_ok=True)
+    done.unlink(missing_ok=True)  # made from another model, volume or plan: redo it
     _fail_once_for_tests(block_id)
     t0 = time.perf_counter()
-    root = open_group(volume)
-    raw, meta = root["raw"], dict(root.attrs["sam4em"])
     if list(raw.shape) != plan_data["volume_shape"]:
         raise InputDataError(f"{plan}: planned for shape {plan_data['volume_shape']}, "
                              f"{volume} has {list(raw.shape)}")  # fmt: skip
@@ -140,6 +146,7 @@ def predict_block(
     stack = np.asarray(raw[z0:z1, ry0:ry1, rx0:rx1])
     window = block_window(block, raw.shape, geometry)
     arrays = [store[f"{c}/{LEVEL0}"] for c in classes]
+    mark_incomplete(store)
     thresholds = payload["extra"].get("thresholds")
     if thresholds and store.attrs.get("thresholds") != thresholds:
         store.attrs["thresholds"] = thresholds  # the same for every block of one model
@@ -170,6 +177,8 @@ def predict_block(
         "device": str(predictor.device),
         "seconds": round(seconds, 3),
         "checkpoint": str(checkpoint),
+        "model": model_id,
+        "volume": volume_id,
     }
     write_json_atomic(done, record)
     log.info("block %s: %d slices in %.1f s", block_id, total, seconds)

@@ -2,7 +2,10 @@
 
 Layout: ``pred.zarr/{class}/0`` holds per-class probabilities as uint8 (0..255, that is
 round(255 p)), chunked like ``inference.chunks`` so block cores own whole chunks;
-``stitch`` adds ``{class}/1``, a 4x downsampled level for viewers.
+``stitch`` adds ``{class}/1``, a 4x downsampled level for viewers. ``stitch`` also marks
+the store ``complete`` once every block is done from one model and one import of the
+volume; a block job that writes into it clears the mark, and the later stages refuse a
+store without it.
 """
 
 from __future__ import annotations
@@ -52,3 +55,26 @@ def ensure_pred_store(
             "delete it (and the block markers) to predict again"
         )
     return root
+
+
+COMPLETE = "complete"  # root attribute: {"model", "volume", "blocks"} written by stitch
+
+
+def mark_incomplete(store: zarr.Group) -> None:
+    """Clear the ``complete`` mark before a block writes into ``store``."""
+    if COMPLETE in store.attrs:
+        del store.attrs[COMPLETE]
+
+
+def mark_complete(store: zarr.Group, record: dict[str, Any]) -> None:
+    """Mark ``store`` complete (``record``: what it was made from)."""
+    store.attrs[COMPLETE] = record
+
+
+def require_complete(path: str | os.PathLike[str]) -> None:
+    """An InputDataError unless the prediction store at ``path`` is marked complete."""
+    if COMPLETE not in open_group(path).attrs:
+        raise InputDataError(
+            f"{path}: prediction is incomplete (blocks missing or rewritten since it was "
+            "stitched); run the remaining predict-block jobs and stitch first"
+        )

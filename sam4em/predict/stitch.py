@@ -17,7 +17,8 @@ from sam4em.blocks.plan import load_plan
 from sam4em.config import probability_level
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
-from sam4em.io.zarr_store import LEVEL0, create_array, ome_attrs, open_group
+from sam4em.io.zarr_store import LEVEL0, PREDICTION, VOLUME, create_array, ome_attrs
+from sam4em.predict.pred_store import mark_complete
 from sam4em.predict.quicklook import draw_quicklook
 
 FACTOR = 4
@@ -26,6 +27,30 @@ FACTOR = 4
 def missing_blocks(plan: str | os.PathLike[str], markers: str | os.PathLike[str]) -> list[str]:
     """Ids of planned blocks without a ``{id}.done`` marker in ``markers``."""
     return [b.id for b in load_plan(plan) if not (Path(markers) / f"{b.id}.done").is_file()]
+
+
+def _one_source(
+    pred: str | os.PathLike[str],
+    plan: str | os.PathLike[str],
+    markers: str | os.PathLike[str],
+    volume_id: str,
+) -> dict[str, str]:
+    """The model and volume import every block marker names; an InputDataError when
+    blocks come from different models, or from another import of the volume."""
+    records = [json.loads((Path(markers) / f"{b.id}.done").read_text()) for b in load_plan(plan)]
+    models = sorted({str(r.get("model")) for r in records})
+    if len(models) > 1:
+        raise InputDataError(
+            f"{pred}: blocks were predicted by {len(models)} different models; "
+            "delete the block markers and predict again with one model"
+        )
+    stale = [r["block"] for r in records if str(r.get("volume", "")) != volume_id]
+    if stale:
+        raise InputDataError(
+            f"{pred}: block(s) {', '.join(stale[:5])} were predicted from an earlier import "
+            "of the volume; predict them again"
+        )
+    return {"model": models[0] if models else "", "volume": volume_id}
 
 
 def _downsample(data: np.ndarray, f: int) -> np.ndarray:
@@ -55,9 +80,10 @@ def stitch(
             f"{pred}: {len(missing)} block(s) not done yet ({', '.join(missing[:5])}"
             f"{' ...' if len(missing) > 5 else ''}); run their predict-block jobs first"
         )
-    vol = open_group(volume)
+    vol = VOLUME.open(volume)
     raw, voxel = vol["raw"], vol.attrs["sam4em"]["voxel_size_nm"]
-    root = open_group(pred, mode="r+")
+    made_from = _one_source(pred, plan, markers, str(vol.attrs["sam4em"].get("import_id", "")))
+    root = PREDICTION.open(pred, mode="r+")
     classes = root.attrs["sam4em"]["classes"]
     levels = {c: probability_level(config, c, root.attrs.get("thresholds")) for c in classes}
     stats: dict[str, dict[str, float]] = {}
@@ -96,4 +122,5 @@ def stitch(
         "classes_stats": stats,
     }
     write_json_atomic(summary, record)
+    mark_complete(root, {**made_from, "blocks": record["blocks"]})
     return record

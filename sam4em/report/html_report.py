@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sam4em.errors import InputDataError
 from sam4em.evaluate.run_evaluation import truth_and_mask
 from sam4em.evaluate.settings import EvaluationSettings
 from sam4em.io.atomic import write_bytes_atomic
-from sam4em.io.zarr_store import open_group
+from sam4em.io.zarr_store import PREDICTION, VOLUME
 from sam4em.model.checkpoint import read_checkpoint
 from sam4em.report import figures
 
@@ -98,9 +99,15 @@ def build_report(
     report ends with ``config_text``, the configuration the run used."""
     res = Path(results)
     fig_dir = Path(figure_dir)
+    needed = ["eval/metrics.csv", "eval/metrics_per_slice.csv", "predictions.json"]
+    missing = [n for n in needed if not (res / n).is_file()]
+    if missing:
+        raise InputDataError(
+            f"{res}: no {', '.join(missing)}; run the stitch and evaluate steps first"
+        )
     metrics = pd.read_csv(res / "eval" / "metrics.csv")
     per_slice = pd.read_csv(res / "eval" / "metrics_per_slice.csv")
-    vol, pred = open_group(res / "volume.zarr"), open_group(res / "pred.zarr")
+    vol, pred = VOLUME.open(res / "volume.zarr"), PREDICTION.open(res / "pred.zarr")
     z = settings.test
     sections = []
     summary = json.loads((res / "predictions.json").read_text())

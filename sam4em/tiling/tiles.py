@@ -28,13 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from sam4em.errors import InputDataError
-from sam4em.io.atomic import atomic_directory, check_output_target, zarr_kind
-from sam4em.io.zarr_store import create_array, open_group
+from sam4em.io.atomic import atomic_directory, check_output_target
+from sam4em.io.zarr_store import TILES, VOLUME, create_array, open_group
 from sam4em.progress import progress
 from sam4em.tiling.resample import resample, scaled_plane
 from sam4em.tiling.settings import TilingSettings
-
-TILE_STORE = zarr_kind("sam4em tile store", "tiles_per_slice")
 
 
 def rescale_slice(image: np.ndarray, scale: float, is_mask: bool) -> np.ndarray:
@@ -65,7 +63,7 @@ def write_tiles(
     """Write the tiles of ``slices`` of ``volume`` to ``out`` (see the module docstring);
     ``out`` may replace an earlier tile store, never anything else or the volume."""
     check_output_target(out, [volume])
-    root = open_group(volume)
+    root = VOLUME.open(volume)
     meta = dict(root.attrs["sam4em"])
     classes: list[str] = meta["classes"]
     labelled: list[str] = meta["labelled_classes"]
@@ -90,7 +88,7 @@ def write_tiles(
     n = (len(slices) + context) * per_slice
     n_classes = len(classes)
 
-    with atomic_directory(out, TILE_STORE) as tmp:
+    with atomic_directory(out, TILES) as tmp:
         grp = open_group(tmp, mode="w")
         images = create_array(grp, "images", (n, size, size), (1, size, size), "uint8", None)
         labels = create_array(
