@@ -97,6 +97,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_predict_block(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
+    from sam4em.model.model_config import model_config_from
     from sam4em.predict.block_job import predict_block
 
     config = load_config(args.config)
@@ -109,6 +110,7 @@ def _cmd_predict_block(args: argparse.Namespace) -> None:
         out=args.out,
         done=args.done or Path(args.out).parent / "blocks" / f"{args.block}.done",
         base_checkpoint=config["model"]["checkpoint"],
+        expect=model_config_from(config),
     )
     print(f"block {record['block']}: done in {record['seconds']:.1f} s")
 

@@ -187,6 +187,19 @@ def test_killed_block_leaves_no_marker_and_rerun_matches(trained, whole, tmp_pat
     assert r.returncode == 0 and "skipped" in r.stderr
 
 
+def test_a_checkpoint_of_another_model_than_the_config_is_refused(trained, tmp_path):
+    config, cfg, ckpt, crop, raw = trained
+    settings = plan_settings(config, block_shape=[12, 512, 512], warmup=4)
+    [block] = write_plan(tmp_path / "blocks.json", raw.shape, settings)
+    other = yaml.safe_load(cfg.read_text())
+    other["model"]["high_res_width"] = 16  # the config asks for another network
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    r = subprocess.run(_cli_block(tmp_path / "other.yaml", ckpt, crop, tmp_path, block.id),
+                       capture_output=True, text=True)  # fmt: skip
+    assert_user_error(r, str(ckpt), "high_res_width: checkpoint 32, expected 16")
+    assert not (tmp_path / "blocks" / f"{block.id}.done").exists()
+
+
 @pytest.fixture(scope="module")
 def serial(trained, tmp_path_factory):
     """Eight blocks of 6 x 384 x 384 (clipped) predicted one after another; its folder."""

@@ -26,6 +26,7 @@ from sam4em.io.zarr_store import LEVEL0, VOLUME
 from sam4em.model.checkpoint import load_checkpoint
 from sam4em.model.device import pick_device
 from sam4em.model.lora import merge_lora
+from sam4em.model.model_config import ModelConfig
 from sam4em.predict.pred_store import ensure_pred_store, mark_incomplete, store_identity
 from sam4em.predict.stack_predictor import PlaneWindow, PredictSettings, StackPredictor
 from sam4em.progress import progress
@@ -102,8 +103,10 @@ def predict_block(
     out: str | os.PathLike[str],
     done: str | os.PathLike[str],
     base_checkpoint: str | None = None,
+    expect: ModelConfig | None = None,
 ) -> dict[str, Any]:
-    """Predict block ``block_id`` of ``plan`` into ``out``; writes the ``done`` marker."""
+    """Predict block ``block_id`` of ``plan`` into ``out``; writes the ``done`` marker.
+    With ``expect`` (the config's model), a checkpoint of another model is an error."""
     checkpoint, done = Path(checkpoint), Path(done)
     plan_data = json.loads(Path(plan).read_text())
     blocks = {b.id: b for b in load_plan(plan)}
@@ -126,7 +129,7 @@ def predict_block(
     if list(raw.shape) != plan_data["volume_shape"]:
         raise InputDataError(f"{plan}: planned for shape {plan_data['volume_shape']}, "
                              f"{volume} has {list(raw.shape)}")  # fmt: skip
-    model, payload = load_checkpoint(checkpoint, base_checkpoint=base_checkpoint)
+    model, payload = load_checkpoint(checkpoint, base_checkpoint=base_checkpoint, expect=expect)
     if model.config.img_size != geometry.lattice.tile:
         raise InputDataError(f"{checkpoint}: model tiles are {model.config.img_size} px, "
                              f"the plan was made for {geometry.lattice.tile} px")  # fmt: skip
