@@ -291,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Sam4emError as exc:
         print(f"sam4em: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system said no: a read-only folder, a full disk ...
+        print(f"sam4em: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("sam4em: interrupted", file=sys.stderr)
         return 130

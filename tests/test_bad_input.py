@@ -251,3 +251,19 @@ def test_stores_of_the_wrong_kind_or_missing_are_one_line_errors(tmp_path):
     r = run_cli("report", "--config", str(cfg), "--dataset", "d", "--results", str(tmp_path),
                 "--out", str(tmp_path / "r.html"), "--figures", str(tmp_path / "f"))  # fmt: skip
     assert_user_error(r, "eval/metrics.csv", "run the stitch and evaluate steps first")
+
+
+def test_config_that_is_not_utf8(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes("classes: [glia]\n# caf\xe9\n".encode("latin-1"))
+    assert_user_error(run_cli("check-config", "--config", str(path)), str(path), "not UTF-8")
+
+
+def test_output_folder_the_file_system_refuses(tmp_path):
+    (tmp_path / "taken").write_text("a file where a folder should be\n")
+    cfg = write_config(tmp_path / "c.yaml", {"d": {"raw": _tiff(tmp_path / "r.tif"),
+                       "voxel_size": [1, 1, 1]}})  # fmt: skip
+    r = run_cli("import", "--config", str(cfg), "--dataset", "d", "--out",
+                str(tmp_path / "taken" / "volume.zarr"))  # fmt: skip
+    assert_user_error(r, str(tmp_path / "taken"))
+    assert (tmp_path / "taken").read_text().startswith("a file")

@@ -270,10 +270,11 @@ def test_high_res_model_round_trips_through_a_checkpoint(tmp_path):
 
 
 def test_batch_norm_path_keeps_its_running_statistics_in_the_checkpoint(tmp_path):
-    model = build_model(_config(high_res_norm="batch"))
+    model = build_model(_config())  # BatchNorm is the default
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert len(norms) == 6 + 2 * 4  # the path's six convolutions, four in each decoder
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in build_model(_config()).modules())
+    layer = build_model(_config(high_res_norm="layer"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in layer.modules())
     model.train()
     model(_tiles(4, seed=3))  # a training forward moves the running statistics
     model.eval()
@@ -282,9 +283,9 @@ def test_batch_norm_path_keeps_its_running_statistics_in_the_checkpoint(tmp_path
     loaded, _ = load_checkpoint(tmp_path / "bn.pt")
     x = _tiles(seed=5)
     assert torch.equal(model(x).final, loaded.eval()(x).final)
-    # a checkpoint of the LayerNorm path (the default) refuses a BatchNorm config
-    save_checkpoint(build_model(_config()), tmp_path / "ln.pt")
+    # a checkpoint of the LayerNorm path refuses a BatchNorm config
+    save_checkpoint(layer, tmp_path / "ln.pt")
     with pytest.raises(CheckpointError, match="high_res_norm"):
-        load_checkpoint(tmp_path / "ln.pt", expect=_config(high_res_norm="batch"))
+        load_checkpoint(tmp_path / "ln.pt", expect=_config())
     with pytest.raises(ConfigError, match="high_res_norm"):
         _config(high_res_norm="group")

@@ -70,7 +70,7 @@ class ModelConfig:
     two_stage: bool = True
     high_res: bool = True  # the convolutional high-resolution path into both decoders
     high_res_width: int = 32  # its channels at 1/2 of the tile (x2 at 1/4, x4 at 1/8)
-    high_res_norm: str = "layer"  # normalisation of its convolutions: "layer" or "batch"
+    high_res_norm: str = "batch"  # normalisation of its convolutions: "batch" or "layer"
     conv_stem: bool = False  # the encoder's tokens come from the path (random init only)
     lora: LoraSettings = field(default_factory=LoraSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
