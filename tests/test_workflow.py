@@ -183,3 +183,13 @@ def test_no_config_is_a_clear_error(repo, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert "no config" in r.stderr + r.stdout and "--configfile" in r.stderr + r.stdout
+
+
+def test_a_bad_config_under_snakemake_is_one_line_naming_the_file(repo, tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("classes: [mito]\ndatasets:\n  d: {raw: r.tif, voxel_size: [1, 1]}\n")
+    r = snakemake(repo, tmp_path, "-n", "all", config=cfg)
+    assert r.returncode != 0
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("sam4em: error:")]
+    assert lines == [f"sam4em: error: {cfg}: datasets.d.voxel_size: [1, 1] is too short"]
+    assert "Traceback" not in r.stderr and 'File "' not in r.stderr

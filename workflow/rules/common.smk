@@ -10,14 +10,20 @@ from sam4em.blocks.plan import block_ids as sam4em_block_ids
 from sam4em.config import validate_config, write_effective_config
 from sam4em.settings import check_stage_settings
 
+from sam4em.errors import Sam4emError
+
 if not config:
-    raise ValueError(
-        "sam4em: no config: run with a profile (`--profile profiles/local`, whose default "
-        "is config/config.yaml) or name one with `--configfile my.yaml`"
+    sys.exit(
+        "sam4em: error: no config: run with a profile (`--profile profiles/local`, whose "
+        "default is config/config.yaml) or name one with `--configfile my.yaml`"
     )
-validate_config(config, "config")
-if workflow.is_main_process:  # once, before any job runs (jobs re-read this file)
-    check_stage_settings(config, "config")
+try:  # a bad config is one line naming the file, not a traceback
+    _origin = ", ".join(map(str, workflow.configfiles)) or "config"
+    validate_config(config, _origin)
+    if workflow.is_main_process:  # once, before any job runs (jobs re-read this file)
+        check_stage_settings(config, _origin)
+except Sam4emError as exc:
+    sys.exit(f"sam4em: error: {exc}")
 
 R = config["results_dir"]
 DATASETS = list(config["datasets"])
