@@ -103,7 +103,7 @@ def test_components_cli_on_a_prediction_store(tmp_path):
     import yaml
 
     from sam4em.io.zarr_store import open_group
-    from sam4em.predict.pred_store import ensure_pred_store, store_identity
+    from sam4em.predict.pred_store import ensure_pred_store, mark_complete, store_identity
     from tests.conftest import assert_user_error, run_cli
 
     rng = np.random.default_rng(3)
@@ -125,6 +125,8 @@ def test_components_cli_on_a_prediction_store(tmp_path):
     args = ["components", "--config", str(cfg), "--pred", str(tmp_path / "pred.zarr"),
             "--out", str(tmp_path / "instances.zarr"),
             "--objects", str(tmp_path / "mito.csv")]  # fmt: skip
+    assert_user_error(run_cli(*args, "--class", "mito"), "incomplete")  # not stitched yet
+    mark_complete(store, {"model": "m", "volume": "v", "blocks": 1})
     r = run_cli(*args, "--class", "mito")
     assert r.returncode == 0, r.stderr
     labels = np.asarray(open_group(tmp_path / "instances.zarr")["mito/0"])
