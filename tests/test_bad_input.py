@@ -224,12 +224,13 @@ def test_label_value_that_does_not_occur(tmp_path):
 def test_stores_of_the_wrong_kind_or_missing_are_one_line_errors(tmp_path):
     from sam4em.predict.pred_store import ensure_pred_store, mark_complete, store_identity
 
-    cfg = write_config(tmp_path / "c.yaml", {"d": {"raw": _tiff(tmp_path / "r.tif"),
-                       "voxel_size": [1, 1, 1]}})  # fmt: skip
+    dataset = {"raw": _tiff(tmp_path / "r.tif"), "voxel_size": [1, 1, 1],
+               "labels": {"masks": {"mito": _tiff(tmp_path / "m.tif")}},
+               "split": {"test": [0, 3]}}  # fmt: skip
+    cfg = write_config(tmp_path / "c.yaml", {"d": dataset})
     vol = tmp_path / "volume.zarr"
-    assert (
-        run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(vol)).returncode == 0
-    )
+    r = run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(vol))
+    assert r.returncode == 0, r.stderr
     pred = tmp_path / "pred.zarr"
     store = ensure_pred_store(pred, store_identity((4, 32, 32), (1, 32, 32), ["mito"]), [1, 1, 1])
 
@@ -238,11 +239,11 @@ def test_stores_of_the_wrong_kind_or_missing_are_one_line_errors(tmp_path):
         return run_cli("components", "--config", str(cfg), "--pred", str(store), "--class", cls,
                        *out)  # fmt: skip
 
-    for store, fragments in (
+    for given, fragments in (
         (tmp_path / "absent.zarr", ["not found", "prediction store"]),
         (vol, ["not a sam4em prediction store", "predict-block"]),  # a store of another kind
     ):
-        r = components(store)
+        r = components(given)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert all(f in r.stderr.strip().splitlines()[-1] for f in fragments), r.stderr
     assert_user_error(components(pred), "prediction is incomplete", "stitch first")
