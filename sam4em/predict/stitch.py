@@ -107,6 +107,9 @@ def stitch(
             "threshold": round(levels[cls] / 255, 4),
             "fraction_above_threshold": round(above / float(np.prod(shape)), 5),
         }
+    # every block is there, from one model and this import: mark it, then consolidate
+    # (the mark is a root attribute, so it goes in before the consolidated metadata)
+    mark_complete(root, {**made_from, "blocks": len(load_plan(plan))})
     zarr.consolidate_metadata(str(pred))
     slices = sorted({0, raw.shape[0] // 2, raw.shape[0] - 1})
     draw_quicklook(raw, {c: root[f"{c}/{LEVEL0}"] for c in classes}, levels, slices, figure)
@@ -122,5 +125,4 @@ def stitch(
         "classes_stats": stats,
     }
     write_json_atomic(summary, record)
-    mark_complete(root, {**made_from, "blocks": record["blocks"]})
     return record
