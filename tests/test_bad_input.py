@@ -268,3 +268,10 @@ def test_output_folder_the_file_system_refuses(tmp_path):
                 str(tmp_path / "taken" / "volume.zarr"))  # fmt: skip
     assert_user_error(r, str(tmp_path / "taken"))
     assert (tmp_path / "taken").read_text().startswith("a file")
+
+
+def test_hdf5_file_without_a_dataset_path(tmp_path):
+    with h5py.File(tmp_path / "v.h5", "w") as fh:
+        fh["raw"] = np.zeros((4, 16, 16), np.uint8)
+    result = _import(tmp_path, {"raw": str(tmp_path / "v.h5")})
+    assert_user_error(result, "datasets.d.raw", "dataset path inside the HDF5 file is missing")

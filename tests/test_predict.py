@@ -264,7 +264,7 @@ def test_unknown_block_is_a_clear_error(trained, tmp_path):
     r = run_cli("predict-block", "--config", str(cfg), "--checkpoint", str(ckpt), "--volume",
                 str(crop), "--plan", str(tmp_path / "blocks.json"), "--block", "z9y9x9",
                 "--out", str(tmp_path / "pred.zarr"))  # fmt: skip
-    assert_user_error(r, "no block 'z9y9x9'")
+    assert_user_error(r, "no block 'z9y9x9'", "planned blocks: z0y0x0")
 
 
 def marked(trained, folder: Path, scale: float) -> Path:

@@ -99,6 +99,10 @@ def open_source(spec: str | os.PathLike[str]) -> VolumeSource:
     if not path.exists():
         raise InputDataError(f"{text}: no such file or folder")
     suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5", ".hdf"):
+        raise InputDataError(
+            f"{text}: the dataset path inside the HDF5 file is missing (write {text}:/group/name)"
+        )
     if suffix in _TIFF_SUFFIXES:
         from sam4em.io.tiff_source import TiffSource
 

@@ -111,7 +111,9 @@ def predict_block(
     plan_data = json.loads(Path(plan).read_text())
     blocks = {b.id: b for b in load_plan(plan)}
     if block_id not in blocks:
-        raise InputDataError(f"{plan}: no block '{block_id}' ({len(blocks)} blocks planned)")
+        ids = list(blocks)
+        listed = ", ".join(ids[:8]) + (f" ... ({len(ids)} in all)" if len(ids) > 8 else "")
+        raise InputDataError(f"{plan}: no block '{block_id}'; planned blocks: {listed}")
     block, geometry = blocks[block_id], PlanSettings.from_dict(plan_data["settings"])
     scale = geometry.scale
     settings = predict_settings(inference, scale)
