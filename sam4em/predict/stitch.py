@@ -24,20 +24,11 @@ from sam4em.predict.quicklook import draw_quicklook
 FACTOR = 4
 
 
-def missing_blocks(plan: str | os.PathLike[str], markers: str | os.PathLike[str]) -> list[str]:
-    """Ids of planned blocks without a ``{id}.done`` marker in ``markers``."""
-    return [b.id for b in load_plan(plan) if not (Path(markers) / f"{b.id}.done").is_file()]
-
-
 def _one_source(
-    pred: str | os.PathLike[str],
-    plan: str | os.PathLike[str],
-    markers: str | os.PathLike[str],
-    volume_id: str,
+    pred: str | os.PathLike[str], records: list[dict[str, Any]], volume_id: str
 ) -> dict[str, str]:
-    """The model and volume import every block marker names; an InputDataError when
-    blocks come from different models, or from another import of the volume."""
-    records = [json.loads((Path(markers) / f"{b.id}.done").read_text()) for b in load_plan(plan)]
+    """The model and volume import the block markers ``records`` name; an InputDataError
+    when blocks come from different models, or from another import of the volume."""
     models = sorted({str(r.get("model")) for r in records})
     if len(models) > 1:
         raise InputDataError(
@@ -74,7 +65,8 @@ def stitch(
     (masks cut at the class's :func:`~sam4em.config.probability_level`)."""
     import zarr
 
-    missing = missing_blocks(plan, markers)
+    planned = load_plan(plan)
+    missing = [b.id for b in planned if not (Path(markers) / f"{b.id}.done").is_file()]
     if missing:
         raise InputDataError(
             f"{pred}: {len(missing)} block(s) not done yet ({', '.join(missing[:5])}"
@@ -82,7 +74,8 @@ def stitch(
         )
     vol = VOLUME.open(volume)
     raw, voxel = vol["raw"], vol.attrs["sam4em"]["voxel_size_nm"]
-    made_from = _one_source(pred, plan, markers, str(vol.attrs["sam4em"].get("import_id", "")))
+    records = [json.loads((Path(markers) / f"{b.id}.done").read_text()) for b in planned]
+    made_from = _one_source(pred, records, str(vol.attrs["sam4em"].get("import_id", "")))
     root = PREDICTION.open(pred, mode="r+")
     classes = root.attrs["sam4em"]["classes"]
     levels = {c: probability_level(config, c, root.attrs.get("thresholds")) for c in classes}
@@ -109,7 +102,7 @@ def stitch(
         }
     # every block is there, from one model and this import: mark it, then consolidate
     # (the mark is a root attribute, so it goes in before the consolidated metadata)
-    mark_complete(root, {**made_from, "blocks": len(load_plan(plan))})
+    mark_complete(root, {**made_from, "blocks": len(planned)})
     zarr.consolidate_metadata(str(pred))
     slices = sorted({0, raw.shape[0] // 2, raw.shape[0] - 1})
     draw_quicklook(raw, {c: root[f"{c}/{LEVEL0}"] for c in classes}, levels, slices, figure)
@@ -118,10 +111,8 @@ def stitch(
         "pred": str(pred),
         "shape": list(raw.shape),
         "classes": classes,
-        "blocks": len(load_plan(plan)),
-        "block_seconds": round(
-            sum(json.loads(p.read_text())["seconds"] for p in Path(markers).glob("*.done")), 2
-        ),
+        "blocks": len(planned),
+        "block_seconds": round(sum(r["seconds"] for r in records), 2),
         "classes_stats": stats,
     }
     write_json_atomic(summary, record)
