@@ -167,7 +167,7 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
             f"{origin}: inference.tile_overlap: {inf['tile_overlap']} must be smaller than "
             f"model.img_size {model['img_size']}"
         )
-    for key in ("threshold", "min_voxels", "min_z"):
+    for key in ("threshold", "min_voxels", "min_volume_nm3", "min_z", "open_nm", "close_nm"):
         value = config["components"][key]
         unknown = sorted(set(value) - set(classes)) if isinstance(value, dict) else []
         if unknown:

@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sam4em.postprocess.block_components import blockwise_components
+from sam4em.postprocess.cleanup import Cleanup, cleaned_reader
 from sam4em.postprocess.neighbours import half_offsets
+from sam4em.postprocess.settings import ComponentSettings
 
 
 def run(mask: np.ndarray, block, connectivity, **filters):
@@ -92,6 +94,54 @@ def test_filters_and_object_table():
     assert row.centroid_z == pytest.approx(1.5) and row.centroid_x == pytest.approx(1.5)
 
 
+@settings(max_examples=120, deadline=None)
+@given(cases(), st.tuples(*[st.integers(0, 2)] * 4))
+def test_cleanup_blockwise_equals_cleaning_the_whole_volume(case, radii):
+    mask, block, connectivity = case
+    cleanup = Cleanup(open_px=radii[:2], close_px=radii[2:])
+    scratch = np.zeros(mask.shape, np.uint64)
+    out = np.zeros(mask.shape, np.uint32)
+    read = cleaned_reader(lambda box: mask[box.slices()], mask.shape, cleanup)
+    blockwise_components(read, mask.shape, block, connectivity, scratch, out)
+    whole = cc3d.connected_components(cleanup(mask).astype(np.uint8), connectivity=connectivity)
+    assert_same_partition(out, whole)
+
+
+def test_cleanup_removes_specks_fills_holes_and_spares_objects_at_the_edge():
+    mask = np.zeros((2, 40, 40), bool)
+    mask[:, 10:30, 10:30] = True
+    mask[:, 19, 19] = False  # a one-pixel hole
+    mask[:, 2, 35] = True  # a speck
+    mask[:, 30:40, 0:6] = True  # an object cut by the volume's edge
+    cleaned = Cleanup(open_px=(1, 1), close_px=(1, 1))(mask)
+    assert cleaned[:, 19, 19].all() and not cleaned[:, 2, 35].any()
+    # the opening rounds the corners inside the volume, not the sides on its edge
+    np.testing.assert_array_equal(cleaned[:, 31:40, 0:6], True)
+    np.testing.assert_array_equal(cleaned[:, 30, 0:5], True)
+    np.testing.assert_array_equal(cleaned[:, 11:29, 10:30], True)
+    assert cleaned.sum() == 2 * (20 * 20 - 4 + 10 * 6 - 1)
+    assert (Cleanup()(mask) == mask).all()
+    # radii in nm become pixels per axis; 10 nm at 20 nm pixels is no clean-up
+    assert Cleanup.from_nm(open_nm=10, close_nm=9, voxel_nm=(50, 4.6, 2.5)).open_px == (2, 4)
+    assert Cleanup.from_nm(open_nm=10, close_nm=10, voxel_nm=(50, 20, 20)).halo == (0, 0, 0)
+
+
+def test_object_size_defaults_come_from_typical_volumes():
+    from sam4em.config import load_config
+    from tests.conftest import REPO
+
+    cfg = load_config(REPO / "config" / "config.yaml")
+    voxel = (50.0, 4.6, 4.6)  # 1058 nm^3
+    mito, glia = (ComponentSettings.from_config(cfg, c) for c in ("mito", "glia"))
+    assert mito.min_voxels_for(voxel) == 190 and glia.min_voxels_for(voxel) == 0
+    cfg["components"] |= {"min_volume_nm3": {"mito": 1e4}, "min_voxels": 50}
+    assert ComponentSettings.from_config(cfg, "mito").min_voxels_for(voxel) == 50
+    # a class the map leaves out keeps its typical-size default (1e5 nm^3: 95 voxels)
+    assert ComponentSettings.from_config(cfg, "synapse").min_voxels_for(voxel) == 95
+    cfg["components"]["min_volume_nm3"] = 1e6
+    assert ComponentSettings.from_config(cfg, "glia").min_voxels_for(voxel) == 946
+
+
 def test_half_offsets_count_each_neighbour_pair_once():
     assert [len(half_offsets(c)) for c in (6, 18, 26)] == [3, 9, 13]
     with pytest.raises(ValueError):
@@ -120,7 +170,8 @@ def test_components_cli_on_a_prediction_store(tmp_path):
     cfg.write_text(yaml.safe_dump({
         "classes": ["mito"],
         "datasets": {"d": {"raw": str(tif), "voxel_size": [50, 5, 4]}},
-        "components": {"threshold": {"mito": 0.8}, "connectivity": 6, "block_shape": [2, 16, 16]},
+        "components": {"threshold": {"mito": 0.8}, "connectivity": 6, "block_shape": [2, 16, 16],
+                       "min_volume_nm3": 0, "open_nm": 0, "close_nm": 0},
     }))  # fmt: skip
     args = ["components", "--config", str(cfg), "--pred", str(tmp_path / "pred.zarr"),
             "--out", str(tmp_path / "instances.zarr"),

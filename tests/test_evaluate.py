@@ -39,6 +39,7 @@ def _dataset(tmp_path, pred_of):
             "split": {"train": [0, 3], "val": [4, 4], "test": [5, 7]},
         }},
         "inference": {"block_shape": [4, 32, 32], "chunks": [1, 32, 32]},
+        "components": {"min_volume_nm3": 0},  # the small object (8e4 nm^3) is scored
     })  # fmt: skip
     res = tmp_path / "results" / "d"
     import_dataset(config, "d", res / "volume.zarr")

@@ -48,11 +48,19 @@ class Box:
         """Numpy/zarr index of the box."""
         return tuple(slice(a, b) for a, b in zip(self.start, self.stop, strict=True))  # type: ignore[return-value]
 
-    def grown(self, margin: int, shape: Sequence[int]) -> Box:
-        """The box grown by ``margin`` voxels on every side, clipped to a volume of ``shape``."""
-        start = tuple(max(0, a - margin) for a in self.start)
-        stop = tuple(min(n, b + margin) for b, n in zip(self.stop, shape, strict=True))
+    def grown(self, margin: int | Sequence[int], shape: Sequence[int]) -> Box:
+        """The box grown by ``margin`` voxels on every side (one value, or one per axis),
+        clipped to a volume of ``shape``."""
+        m = [margin] * 3 if isinstance(margin, int) else list(margin)
+        start = tuple(max(0, a - g) for a, g in zip(self.start, m, strict=True))
+        stop = tuple(min(n, b + g) for b, n, g in zip(self.stop, shape, m, strict=True))
         return Box(start, stop)  # type: ignore[arg-type]
+
+    def within(self, outer: Box) -> tuple[slice, slice, slice]:
+        """Index of this box inside an array that holds ``outer``."""
+        return tuple(  # type: ignore[return-value]
+            slice(a - o, b - o) for a, b, o in zip(self.start, self.stop, outer.start, strict=True)
+        )
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """The ``components`` step: instances of one class from ``pred.zarr``, and their table.
 
-Writes ``instances.zarr/{class}`` (uint32, or uint64 beyond 2^32 - 1 objects) and
+The class's mask (probabilities at or above its threshold) is cleaned up
+(:mod:`sam4em.postprocess.cleanup`) before labelling, and objects below its smallest
+size (``min_voxels`` / ``min_volume_nm3``) or z extent are dropped. Writes
+``instances.zarr/{class}`` (uint32, or uint64 beyond 2^32 - 1 objects) and
 ``objects/{class}.csv`` (id, voxels, volume in nm^3, bounding box, centroid in voxels
 and nm). A uint64 scratch array next to the output holds the provisional labels and is
 removed at the end; the class array appears under its final name only when complete.
@@ -27,6 +30,7 @@ from sam4em.io.zarr_store import (
     open_group,
 )
 from sam4em.postprocess.block_components import blockwise_components
+from sam4em.postprocess.cleanup import cleaned_reader
 from sam4em.postprocess.settings import ComponentSettings
 from sam4em.progress import progress
 
@@ -61,20 +65,30 @@ def components_for_class(
         # uint32 covers any volume below 2^32 voxels, and object counts below that
         dtype = "uint32" if int(np.prod(shape)) < 2**32 else "uint64"
         target = create_array(group, LEVEL0, shape, chunks, dtype)
+        cleanup = settings.cleanup(voxel)
+        read_mask = cleaned_reader(
+            lambda box: np.asarray(probs[box.slices()]) >= level, shape, cleanup
+        )
         with progress(total=3 * n_boxes, desc=f"components {cls}", unit="block") as bar:
             table = blockwise_components(
-                lambda box: np.asarray(probs[box.slices()]) >= level,
+                read_mask,
                 shape,
                 block,
                 settings.connectivity,
                 scratch,
                 target,
-                min_voxels=settings.min_voxels,
+                min_voxels=settings.min_voxels_for(voxel),
                 min_z=settings.min_z,
                 progress=lambda _: bar.update(1),
             )
         group.attrs["ome"] = ome_attrs(cls, [LEVEL0], voxel)
-        group.attrs["sam4em"] = {"threshold": level / 255, "objects": len(table)}
+        group.attrs["sam4em"] = {
+            "threshold": level / 255,
+            "objects": len(table),
+            "min_voxels": settings.min_voxels_for(voxel),
+            "open_px": list(cleanup.open_px),
+            "close_px": list(cleanup.close_px),
+        }
     except BaseException:
         shutil.rmtree(out / final_name, ignore_errors=True)
         raise
