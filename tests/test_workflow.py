@@ -193,3 +193,34 @@ def test_a_bad_config_under_snakemake_is_one_line_naming_the_file(repo, tmp_path
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("sam4em: error:")]
     assert lines == [f"sam4em: error: {cfg}: datasets.d.voxel_size: [1, 1] is too short"]
     assert "Traceback" not in r.stderr and 'File "' not in r.stderr
+
+
+def test_paths_with_spaces_reach_the_package_whole(repo, tmp_path):
+    """Every path in the rules' shell commands is quoted: a results folder and a data
+    folder with spaces in their names are used as named, with no stray files."""
+    import tifffile
+    import yaml
+
+    data = tmp_path / "my data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(data / "raw.tif", rng.integers(0, 255, (6, 64, 64), np.uint8))
+    tifffile.imwrite(data / "mito.tif", (rng.random((6, 64, 64)) > 0.8).astype(np.uint8))
+    cfg = tmp_path / "my config.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "results_dir": "my results",
+        "classes": ["mito"],
+        "datasets": {"d": {"raw": str(data / "raw.tif"), "voxel_size": [40, 8, 8],
+                           "labels": {"masks": {"mito": str(data / "mito.tif")}},
+                           "split": {"train": [0, 3], "val": [4, 5]}}},
+        "tiling": {"stride": 32},
+        "model": {"img_size": 64},
+        "inference": {"block_shape": [4, 64, 64], "chunks": [1, 64, 64]},
+    }))  # fmt: skip
+    before = set(tmp_path.iterdir())
+    r = snakemake(repo, tmp_path, "my results/d/tiles/val.zarr", config=cfg, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert zarr.open_group(str(tmp_path / "my results" / "d" / "tiles" / "val.zarr"), mode="r")
+    assert (tmp_path / "my results" / "d" / "volume.zarr").is_dir()
+    new = {p.name for p in set(tmp_path.iterdir()) - before} - {".snakemake"}
+    assert new == {"my results"}, new  # nothing split at a space ("my", "results", ...)

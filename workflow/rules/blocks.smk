@@ -12,4 +12,4 @@ checkpoint plan_blocks:
         mem_mb=lambda wc, attempt: 1000 * attempt,
         runtime=10,
     shell:
-        "{SAM4EM} plan-blocks --config {CONFIG_FILE} --volume {input} --out {output} > {log} 2>&1"
+        "{SAM4EM} plan-blocks --config {CONFIG_FILE:q} --volume {input:q} --out {output:q} > {log:q} 2>&1"

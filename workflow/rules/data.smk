@@ -10,7 +10,7 @@ rule fetch_demo:
         mem_mb=lambda wc, attempt: 1000 * attempt,
         runtime=30,
     shell:
-        "{SAM4EM} fetch-demo --config {CONFIG_FILE} --dest {output} > {log} 2>&1"
+        "{SAM4EM} fetch-demo --config {CONFIG_FILE:q} --dest {output:q} > {log:q} 2>&1"
 
 
 rule import_volume:
@@ -24,4 +24,4 @@ rule import_volume:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
     shell:
-        "{SAM4EM} import --config {CONFIG_FILE} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "{SAM4EM} import --config {CONFIG_FILE:q} --dataset {wildcards.dataset:q} --out {output:q} > {log:q} 2>&1"

@@ -26,15 +26,16 @@ rule evaluate:
     params:
         pred=res("pred.zarr"),
         instances=res("instances.zarr"),
+        out_dir=res("eval"),
     log:
         f"{R}/logs/{{dataset}}/evaluate.log",
     resources:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=60,
     shell:
-        "{SAM4EM} evaluate --config {CONFIG_FILE} --dataset {wildcards.dataset}"
-        " --volume {input.volume} --pred {params.pred} --instances {params.instances}"
-        " --out-dir {R}/{wildcards.dataset}/eval > {log} 2>&1"
+        "{SAM4EM} evaluate --config {CONFIG_FILE:q} --dataset {wildcards.dataset:q}"
+        " --volume {input.volume:q} --pred {params.pred:q} --instances {params.instances:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule report:
@@ -55,12 +56,15 @@ rule report:
             patterns=["overlay_{cls}.png"],
             category="{dataset}",
         ),
+    params:
+        results=res(),
+        figures=res("figures", "report"),
     log:
         f"{R}/logs/{{dataset}}/report.log",
     resources:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=30,
     shell:
-        "{SAM4EM} report --config {CONFIG_FILE} --dataset {wildcards.dataset}"
-        " --results {R}/{wildcards.dataset} --out {output.html}"
-        " --figures {R}/{wildcards.dataset}/figures/report > {log} 2>&1"
+        "{SAM4EM} report --config {CONFIG_FILE:q} --dataset {wildcards.dataset:q}"
+        " --results {params.results:q} --out {output.html:q}"
+        " --figures {params.figures:q} > {log:q} 2>&1"

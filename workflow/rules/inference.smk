@@ -29,9 +29,9 @@ rule predict_block:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=120,
     shell:
-        "{SAM4EM} predict-block --config {CONFIG_FILE} --checkpoint {input.model}"
-        " --volume {input.volume} --plan {input.plan} --block {wildcards.block}"
-        " --out {params.pred} --done {output} > {log} 2>&1"
+        "{SAM4EM} predict-block --config {CONFIG_FILE:q} --checkpoint {input.model:q}"
+        " --volume {input.volume:q} --plan {input.plan:q} --block {wildcards.block:q}"
+        " --out {params.pred:q} --done {output:q} > {log:q} 2>&1"
 
 
 rule stitch:
@@ -52,6 +52,6 @@ rule stitch:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
     shell:
-        "{SAM4EM} stitch --config {CONFIG_FILE} --volume {input.volume}"
-        " --pred {params.pred} --plan {input.plan}"
-        " --summary {output.summary} --figure {output.figure} > {log} 2>&1"
+        "{SAM4EM} stitch --config {CONFIG_FILE:q} --volume {input.volume:q}"
+        " --pred {params.pred:q} --plan {input.plan:q}"
+        " --summary {output.summary:q} --figure {output.figure:q} > {log:q} 2>&1"

@@ -15,5 +15,5 @@ rule components:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
     shell:
-        "{SAM4EM} components --config {CONFIG_FILE} --pred {params.pred}"
-        " --class {wildcards.cls} --out {params.instances} --objects {output} > {log} 2>&1"
+        "{SAM4EM} components --config {CONFIG_FILE:q} --pred {params.pred:q}"
+        " --class {wildcards.cls:q} --out {params.instances:q} --objects {output:q} > {log:q} 2>&1"

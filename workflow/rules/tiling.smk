@@ -12,5 +12,5 @@ rule tile:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
     shell:
-        "{SAM4EM} tile --config {CONFIG_FILE} --dataset {wildcards.dataset} --split {wildcards.split}"
-        " --volume {input} --out {output} > {log} 2>&1"
+        "{SAM4EM} tile --config {CONFIG_FILE:q} --dataset {wildcards.dataset:q} --split {wildcards.split:q}"
+        " --volume {input:q} --out {output:q} > {log:q} 2>&1"

@@ -30,8 +30,8 @@ rule train_stage1:
         mem_mb=lambda wc, attempt: 16000 * attempt,
         runtime=720,
     shell:
-        "{SAM4EM} train --stage 1 --config {CONFIG_FILE} --train-tiles {input.train}"
-        " --val-tiles {input.val} --out {output.model} > {log} 2>&1"
+        "{SAM4EM} train --stage 1 --config {CONFIG_FILE:q} --train-tiles {input.train:q}"
+        " --val-tiles {input.val:q} --out {output.model:q} > {log:q} 2>&1"
 
 
 rule train_stage2:
@@ -51,5 +51,5 @@ rule train_stage2:
         mem_mb=lambda wc, attempt: 16000 * attempt,
         runtime=720,
     shell:
-        "{SAM4EM} train --stage 2 --config {CONFIG_FILE} --init {input.init}"
-        " --train-tiles {input.train} --val-tiles {input.val} --out {output.model} > {log} 2>&1"
+        "{SAM4EM} train --stage 2 --config {CONFIG_FILE:q} --init {input.init:q}"
+        " --train-tiles {input.train:q} --val-tiles {input.val:q} --out {output.model:q} > {log:q} 2>&1"
