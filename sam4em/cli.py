@@ -9,14 +9,19 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from sam4em import __version__
 from sam4em.errors import ConfigError, Sam4emError
+from sam4em.progress import set_quiet
 
 log = logging.getLogger("sam4em")
+DEFAULT_CONFIG = "config/config.yaml"
+DATASET_HELP = "dataset name (a key of the config's datasets)"
+VOLUME_HELP = "volume.zarr written by import"
 
 
 def _cmd_check_config(args: argparse.Namespace) -> None:
@@ -195,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sam4em`` command."""
     parser = argparse.ArgumentParser(prog="sam4em", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"sam4em {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only print warnings and errors")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars; only warnings and errors"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
@@ -203,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
-        p.add_argument("--config", default="config/config.yaml", help="config file (YAML)")
+        p.add_argument(
+            "--config",
+            help=f"config file (YAML; default: {DEFAULT_CONFIG} in the current folder)",
+        )
         return p
 
     add("check-config", _cmd_check_config, "validate a config file")
@@ -215,17 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", help="expected content checksum of the image files")
 
     p = add("import", _cmd_import, "import a dataset's raw and labels into volume.zarr")
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--out", required=True, help="output volume.zarr")
 
     p = add("tile", _cmd_tile, "cut one split of volume.zarr into training tiles")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--split", required=True, choices=["train", "val", "test"])
-    p.add_argument("--volume", required=True, type=_existing_volume)
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--split", required=True, choices=["train", "val", "test"], help="which split")
+    p.add_argument("--volume", required=True, type=_existing_volume, help=VOLUME_HELP)
     p.add_argument("--out", required=True, help="output tiles/{split}.zarr")
 
     p = add("train", _cmd_train, "fine-tune the model: stage 1 (2D) or stage 2 (3D memory)")
-    p.add_argument("--stage", type=int, choices=[1, 2], required=True)
+    p.add_argument(
+        "--stage", type=int, choices=[1, 2], required=True, help="1: 2D; 2: 3D with memory"
+    )
     p.add_argument("--train-tiles", nargs="+", required=True, help="train tile stores")
     p.add_argument("--val-tiles", nargs="*", default=[], help="val tile stores (model selection)")
     p.add_argument("--out", required=True, help="models/stage{1,2}.pt (the best checkpoint)")
@@ -233,12 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", help="where last.pt and best.pt live (default: next to --out)")
 
     p = add("plan-blocks", _cmd_plan_blocks, "cut the volume into inference blocks (blocks.json)")
-    p.add_argument("--volume", required=True, type=_existing_volume)
+    p.add_argument("--volume", required=True, type=_existing_volume, help=VOLUME_HELP)
     p.add_argument("--out", required=True, help="output blocks.json")
 
     p = add("predict-block", _cmd_predict_block, "predict one block of the plan into pred.zarr")
     p.add_argument("--checkpoint", required=True, help="trained model (models/stage2.pt)")
-    p.add_argument("--volume", required=True, type=_existing_volume)
+    p.add_argument("--volume", required=True, type=_existing_volume, help=VOLUME_HELP)
     p.add_argument("--plan", required=True, help="blocks.json")
     p.add_argument("--block", required=True, help="block id from blocks.json")
     p.add_argument("--out", required=True, help="pred.zarr (created by the first block)")
@@ -247,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("stitch", _cmd_stitch, "check all blocks are done; pyramid level, summary, figure")
-    p.add_argument("--volume", required=True, type=_existing_volume)
+    p.add_argument("--volume", required=True, type=_existing_volume, help=VOLUME_HELP)
     p.add_argument("--pred", required=True, type=_existing_pred, help="pred.zarr")
     p.add_argument("--plan", required=True, help="blocks.json")
     p.add_argument("--markers", help="folder of {block}.done (default: blocks/ next to --pred)")
@@ -261,32 +273,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objects", required=True, help="output objects/{class}.csv")
 
     p = add("evaluate", _cmd_evaluate, "metrics on the test slices (voxel, object, per slice)")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--volume", required=True, type=_existing_volume)
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--volume", required=True, type=_existing_volume, help=VOLUME_HELP)
     p.add_argument("--pred", required=True, type=_existing_pred, help="pred.zarr")
     p.add_argument("--instances", required=True, type=_existing_instances, help="instances.zarr")
     p.add_argument("--out-dir", required=True, help="folder for metrics*.csv")
 
     p = add("report", _cmd_report, "one self-contained HTML report of a dataset")
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--results", required=True, help="results/{dataset} folder")
     p.add_argument("--out", required=True, help="output report.html")
     p.add_argument("--figures", required=True, help="folder for the report's PNG figures")
     return parser
 
 
+def _config_path(given: str | None) -> str:
+    """``--config`` as given, else the project layout's default in the current folder;
+    a ConfigError saying where it looked when there is none."""
+    if given is not None:
+        return given
+    if Path(DEFAULT_CONFIG).is_file():
+        return DEFAULT_CONFIG
+    raise ConfigError(
+        f"no --config given and no {DEFAULT_CONFIG} in the current folder ({Path.cwd()}); "
+        "run from the project folder or pass --config my.yaml"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sam4em`` command; returns the exit status."""
     args: Any = build_parser().parse_args(argv)
+    set_quiet(args.quiet)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # what these libraries log or warn about reaches the user as sam4em's own one-line
+    # error (a damaged TIFF) or is expected (files of other tools inside a zarr folder)
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", module=r"zarr(\.|$)")
     if os.environ.get("SLURM_JOB_ID"):  # recorded in each job's log
         partition = os.environ.get("SLURM_JOB_PARTITION", "?")
         print(f"sam4em: SLURM job {os.environ['SLURM_JOB_ID']}, partition {partition}",
               file=sys.stderr)  # fmt: skip
     try:
+        args.config = _config_path(args.config)
         args.func(args)
     except Sam4emError as exc:
         print(f"sam4em: error: {exc}", file=sys.stderr)

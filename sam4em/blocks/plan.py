@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.tiling.lattice import Lattice
 
@@ -74,12 +75,13 @@ class Block:
     warmup: tuple[int, int]  # z range [start, stop) run before the core, outputs dropped
 
 
-def _vec3(values: Sequence[int], name: str) -> Vec3:
-    """Three positive integers (z, y, x): every extent the plan handles."""
+def _vec3(values: Sequence[int], name: str, minimum: int = 1) -> Vec3:
+    """Three integers (z, y, x) of at least ``minimum``: positive for every extent the
+    plan handles, non-negative for positions."""
     if len(values) != 3 or any(int(v) != v for v in values):
         raise ValueError(f"{name} must be three integers (z, y, x), got {values!r}")
-    if min(values) < 1:
-        raise ValueError(f"{name} must be positive, got {values!r}")
+    if min(values) < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {values!r}")
     return (int(values[0]), int(values[1]), int(values[2]))
 
 
@@ -209,18 +211,32 @@ def load_settings(path: str | os.PathLike[str]) -> PlanSettings:
 
 
 def load_plan(path: str | os.PathLike[str]) -> list[Block]:
-    """Read the blocks of a ``blocks.json``."""
-    data = json.loads(Path(path).read_text())
-    return [
-        Block(
-            id=b["id"],
-            index=tuple(b["index"]),
-            core=Box(tuple(b["core"]["start"]), tuple(b["core"]["stop"])),
-            read=Box(tuple(b["read"]["start"]), tuple(b["read"]["stop"])),
-            warmup=tuple(b["warmup"]),
-        )
-        for b in data["blocks"]
-    ]
+    """Read the blocks of a ``blocks.json``; an InputDataError when it is missing or is
+    not a block plan (the ``plan-blocks`` step writes it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputDataError(f"{path}: block plan not found (run the plan-blocks step first)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [
+            Block(
+                id=str(b["id"]),
+                index=_vec3(b["index"], "index", 0),
+                core=Box(
+                    _vec3(b["core"]["start"], "start", 0), _vec3(b["core"]["stop"], "stop", 0)
+                ),
+                read=Box(
+                    _vec3(b["read"]["start"], "start", 0), _vec3(b["read"]["stop"], "stop", 0)
+                ),
+                warmup=(int(b["warmup"][0]), int(b["warmup"][1])),
+            )
+            for b in data["blocks"]
+        ]
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise InputDataError(
+            f"{path}: not a block plan written by plan-blocks ({type(exc).__name__}: {exc}); "
+            "delete it and rerun plan-blocks"
+        ) from None
 
 
 def block_ids(path: str | os.PathLike[str]) -> list[str]:

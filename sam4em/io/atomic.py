@@ -9,6 +9,7 @@ an error, not a deleted folder.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -22,6 +23,14 @@ from sam4em.errors import OutputError
 
 def _partial_name(target: Path) -> Path:
     return target.with_name(f"{target.name}.partial-{uuid.uuid4().hex[:8]}")
+
+
+def remove_leftovers(target: Path, marker: str = "partial") -> None:
+    """Delete ``{target.name}.{marker}-*`` siblings: what a killed run of the job that
+    owns ``target`` left behind. Only for targets one job owns (never for outputs that
+    parallel jobs race to create)."""
+    for path in target.parent.glob(f"{glob.escape(target.name)}.{marker}-*"):
+        remove_path(path)
 
 
 def remove_path(path: Path) -> None:
@@ -61,6 +70,7 @@ def atomic_directory(target: str | os.PathLike[str], kind: OutputKind) -> Iterat
 
     An existing ``target`` is replaced only when ``kind`` recognises it as an earlier
     output of the same kind; anything else there is an OutputError, before any work.
+    Partial copies a killed earlier run left beside ``target`` are removed.
     """
     target = Path(target)
     if (target.exists() or target.is_symlink()) and not (
@@ -71,6 +81,7 @@ def atomic_directory(target: str | os.PathLike[str], kind: OutputKind) -> Iterat
             "(choose another output path, or remove it yourself)"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target)
     tmp = _partial_name(target)
     tmp.mkdir()
     try:

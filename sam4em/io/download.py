@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -12,7 +13,13 @@ from sam4em.progress import progress
 
 
 def download(url: str, target: Path, timeout: float = 60.0, desc: str = "download") -> None:
-    """Download ``url`` to ``target`` with a progress bar."""
+    """Download ``url`` (http, https, ftp or file) to ``target`` with a progress bar;
+    an InputDataError for a malformed URL or a failed download."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https", "ftp", "file"):
+        raise InputDataError(
+            f"{url}: not a download URL (expected http://, https://, ftp:// or file://)"
+        )
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(target, "wb") as fh:
             total = int(resp.headers.get("Content-Length") or 0) or None
@@ -20,7 +27,7 @@ def download(url: str, target: Path, timeout: float = 60.0, desc: str = "downloa
                 while chunk := resp.read(1 << 20):
                     fh.write(chunk)
                     bar.update(len(chunk))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise InputDataError(f"{url}: download failed ({exc})") from None
 
 

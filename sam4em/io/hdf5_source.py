@@ -33,7 +33,7 @@ class Hdf5Source(VolumeSource):
         self._shape = as_zyx(obj.shape, self.name)
         self._dtype = np.dtype(obj.dtype)
 
-    def read(self, z0: int, z1: int) -> np.ndarray:
+    def _read(self, z0: int, z1: int) -> np.ndarray:
         if self._ds.ndim == 2:
             return self._ds[()][None]
         return self._ds[z0:z1]

@@ -27,7 +27,7 @@ class MrcSource(VolumeSource):
         self._shape = as_zyx(data.shape, self.name)
         self._dtype = np.dtype(data.dtype).newbyteorder("=")
 
-    def read(self, z0: int, z1: int) -> np.ndarray:
+    def _read(self, z0: int, z1: int) -> np.ndarray:
         data = self._data[None] if self._data.ndim == 2 else self._data[z0:z1]
         return np.asarray(data, dtype=self.dtype)
 

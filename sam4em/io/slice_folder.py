@@ -1,4 +1,8 @@
-"""Folders of 2D slices (TIFF or PNG), one file per z slice, in natural sort order."""
+"""Folders of 2D slices (TIFF or PNG), one file per z slice, in natural sort order.
+
+Hidden files (names starting with a dot, such as the ``._*`` files macOS leaves on
+shared drives) and sub-folders are not slices and are skipped.
+"""
 
 from __future__ import annotations
 
@@ -80,7 +84,12 @@ class SliceFolderSource(VolumeSource):
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
         self.name = str(folder)
-        files = [p for p in folder.iterdir() if p.suffix.lower() in SLICE_SUFFIXES]
+        # hidden files (macOS's AppleDouble "._name.tif" among them) are not slices
+        files = [
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() in SLICE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        ]
         if not files:
             raise InputDataError(f"{folder}: folder holds no .tif, .tiff or .png slices")
         self.files = sorted(files, key=lambda p: natural_key(p.name))
@@ -103,7 +112,7 @@ class SliceFolderSource(VolumeSource):
         self._shape = (len(self.files), yx[0], yx[1])
         self._dtype = np.result_type(*dtypes)
 
-    def read(self, z0: int, z1: int) -> np.ndarray:
+    def _read(self, z0: int, z1: int) -> np.ndarray:
         out = np.empty((z1 - z0, *self._shape[1:]), dtype=self._dtype)
         for i, path in enumerate(self.files[z0:z1]):
             try:

@@ -40,9 +40,23 @@ class VolumeSource(ABC):
         """Element type of the stored values."""
         return self._dtype
 
-    @abstractmethod
     def read(self, z0: int, z1: int) -> np.ndarray:
-        """Return slices ``z0 <= z < z1`` as an array of shape (z1 - z0, y, x)."""
+        """Return slices ``z0 <= z < z1`` as an array of shape (z1 - z0, y, x); an
+        InputDataError naming the source and slices when the stored data cannot be read
+        (a corrupt chunk, a truncated file, a failing disk)."""
+        try:
+            return self._read(z0, z1)
+        except InputDataError:
+            raise
+        except Exception as exc:
+            raise InputDataError(
+                f"{self.name}: cannot read slices {z0}-{z1 - 1} "
+                f"(damaged or truncated data: {type(exc).__name__}: {exc})"
+            ) from None
+
+    @abstractmethod
+    def _read(self, z0: int, z1: int) -> np.ndarray:
+        """The reader's own :meth:`read`, without the error wrapping."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release open file handles."""

@@ -27,17 +27,12 @@ class TiffSource(VolumeSource):
         except Exception as exc:  # tifffile raises many types for corrupt files
             raise InputDataError(f"{self.name}: cannot read TIFF ({exc})") from None
 
-    def read(self, z0: int, z1: int) -> np.ndarray:
-        try:
-            if self._shape[0] == 1 or len(self._series.pages) == self._shape[0]:
-                pages = [self._series.pages[z].asarray() for z in range(z0, z1)]
-                return np.stack(pages).reshape(z1 - z0, *self._shape[1:])
-            data = self._series.asarray().reshape(self._shape)
-            return np.ascontiguousarray(data[z0:z1])
-        except Exception as exc:
-            raise InputDataError(
-                f"{self.name}: cannot read slices {z0}-{z1 - 1} (truncated or corrupt TIFF: {exc})"
-            ) from None
+    def _read(self, z0: int, z1: int) -> np.ndarray:
+        if self._shape[0] == 1 or len(self._series.pages) == self._shape[0]:
+            pages = [self._series.pages[z].asarray() for z in range(z0, z1)]
+            return np.stack(pages).reshape(z1 - z0, *self._shape[1:])
+        data = self._series.asarray().reshape(self._shape)
+        return np.ascontiguousarray(data[z0:z1])
 
     def close(self) -> None:
         self._tif.close()

@@ -30,7 +30,7 @@ class ZarrSource(VolumeSource):
         self._shape = as_zyx(node.shape, self.name)
         self._dtype = np.dtype(node.dtype)
 
-    def read(self, z0: int, z1: int) -> np.ndarray:
+    def _read(self, z0: int, z1: int) -> np.ndarray:
         if self._array.ndim == 2:
             return np.asarray(self._array[...])[None]
         return np.asarray(self._array[z0:z1])

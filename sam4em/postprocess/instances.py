@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sam4em.blocks.plan import core_boxes
-from sam4em.io.atomic import create_directory_once, write_bytes_atomic
+from sam4em.io.atomic import create_directory_once, remove_leftovers, write_bytes_atomic
 from sam4em.io.zarr_store import (
     LEVEL0,
     PREDICTION,
@@ -56,6 +56,8 @@ def components_for_class(
 
     create_directory_once(out, build_root)
     root = open_group(out, mode="r+")
+    for marker in ("partial", "scratch"):  # what a killed run of this class left
+        remove_leftovers(out / cls, marker)
     scratch_name = f"{cls}.scratch-{uuid.uuid4().hex[:8]}"
     scratch = create_array(root, scratch_name, shape, chunks, "uint64")
     final_name = f"{cls}.partial-{uuid.uuid4().hex[:8]}"
