@@ -12,7 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sam4em import __version__
 from sam4em.errors import ConfigError, Sam4emError
@@ -198,7 +198,7 @@ _existing_instances = _store("INSTANCES")
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sam4em`` command."""
-    parser = argparse.ArgumentParser(prog="sam4em", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="sam4em", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"sam4em {__version__}")
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bars; only warnings and errors"
@@ -287,6 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one line (messages that quote other tools can span several)."""
+    return " ".join(str(exc).split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and exit 2, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"sam4em: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _config_path(given: str | None) -> str:
     """``--config`` as given, else the project layout's default in the current folder;
     a ConfigError saying where it looked when there is none."""
@@ -319,11 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.config = _config_path(args.config)
         args.func(args)
-    except Sam4emError as exc:
-        print(f"sam4em: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # the file system said no: a read-only folder, a full disk ...
-        print(f"sam4em: error: {exc}", file=sys.stderr)
+    except (Sam4emError, OSError) as exc:  # OSError: a read-only folder, a full disk ...
+        print(f"sam4em: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sam4em: interrupted", file=sys.stderr)

@@ -1,7 +1,12 @@
-"""Bad input gives one clear line, exit status 2, and nothing that looks complete."""
+"""Bad input gives one clear line, exit status 2, nothing that looks complete, and no
+input file changed: every case runs the CLI as a user would (with ``-q``, so stderr
+holds nothing but the error) and hashes every file under the test folder before and
+after."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import h5py
@@ -22,21 +27,55 @@ def _tiff(path: Path, shape=(4, 32, 32)) -> str:
     return str(path)
 
 
-def _import(tmp: Path, dataset: dict, name: str = "d"):
+def _hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _fails(root: Path, *args: str, fragments=(), cwd: Path | None = None):
+    """Run ``sam4em -q ARGS``: exit 2, stderr exactly one line holding ``fragments``, and
+    every file that was under ``root`` before is still there, unchanged."""
+    before = _hashes(root)
+    result = run_cli("-q", *args, cwd=cwd)
+    assert_user_error(result, *fragments)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    after = _hashes(root)
+    changed = sorted(k for k, v in before.items() if after.get(k) != v)
+    assert not changed, f"inputs changed or removed: {changed}"
+    return result
+
+
+def _import(tmp: Path, dataset: dict, name: str = "d", *fragments: str):
     cfg = write_config(tmp / "config.yaml", {name: {"voxel_size": [1, 1, 1], **dataset}})
     out = tmp / "out" / "volume.zarr"
-    result = run_cli("import", "--config", str(cfg), "--dataset", name, "--out", str(out))
+    result = _fails(tmp, "import", "--config", str(cfg), "--dataset", name, "--out", str(out),
+                    fragments=fragments)  # fmt: skip
     leftovers = list((tmp / "out").glob("*")) if (tmp / "out").exists() else []
     assert leftovers == [], f"something was left behind: {leftovers}"
     return result
+
+
+def _volume(tmp: Path, classes=("mito",), **extra) -> tuple[Path, Path]:
+    """(config, volume.zarr) of a small imported TIFF stack with a mito mask."""
+    dataset = {"raw": _tiff(tmp / "r.tif", (4, 64, 64)), "voxel_size": [40, 8, 8],
+               "labels": {"masks": {"mito": _tiff(tmp / "m.tif", (4, 64, 64))}},
+               "split": {"train": [0, 1], "val": [2, 2], "test": [3, 3]}}  # fmt: skip
+    cfg = write_config(tmp / "c.yaml", {"d": dataset}, classes=list(classes), **extra)
+    vol = tmp / "volume.zarr"
+    r = run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(vol))
+    assert r.returncode == 0, r.stderr
+    return cfg, vol
 
 
 def test_truncated_tiff(tmp_path):
     path = Path(_tiff(tmp_path / "stack.tif", (6, 64, 64)))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    result = _import(tmp_path, {"raw": str(path)})
-    assert_user_error(result, "datasets.d.raw", "stack.tif")
+    r = _import(tmp_path, {"raw": str(path)}, "d", "datasets.d.raw", "stack.tif")
+    assert "tifffile" not in r.stderr  # its own ERROR log line does not precede ours
 
 
 def test_png_folder_with_differing_sizes(tmp_path):
@@ -44,55 +83,75 @@ def test_png_folder_with_differing_sizes(tmp_path):
     folder.mkdir()
     for z, size in enumerate([(32, 32), (32, 32), (40, 32)]):
         Image.fromarray(np.zeros(size[::-1], np.uint8)).save(folder / f"{z}.png")
-    result = _import(tmp_path, {"raw": str(folder)})
-    assert_user_error(result, "slices differ in size", "2.png")
+    _import(tmp_path, {"raw": str(folder)}, "d", "slices differ in size", "2.png")
 
 
 def test_label_shape_mismatch(tmp_path):
     raw = _tiff(tmp_path / "raw.tif", (4, 32, 32))
     labels = _tiff(tmp_path / "labels.tif", (4, 32, 30))
-    result = _import(tmp_path, {"raw": raw, "labels": {"source": labels, "values": {"mito": 1}}})
-    assert_user_error(result, "datasets.d.labels.source", "does not match the raw volume")
+    dataset = {"raw": raw, "labels": {"source": labels, "values": {"mito": 1}}}
+    _import(tmp_path, dataset, "d", "datasets.d.labels.source", "does not match the raw volume")
 
 
 def test_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    result = _import(tmp_path, {"raw": str(tmp_path / "empty")})
-    assert_user_error(result, "datasets.d.raw", "no .tif, .tiff or .png slices")
+    (tmp_path / "empty" / "._0.tif").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    _import(tmp_path, {"raw": str(tmp_path / "empty")}, "d", "datasets.d.raw", "no .tif")
 
 
 def test_missing_raw_file(tmp_path):
-    result = _import(tmp_path, {"raw": str(tmp_path / "nope.tif")})
-    assert_user_error(result, "datasets.d.raw", "no such file or folder")
+    _import(tmp_path, {"raw": str(tmp_path / "nope.tif")}, "d", "datasets.d.raw", "no such file")
 
 
 def test_hdf5_dataset_that_does_not_exist(tmp_path):
     with h5py.File(tmp_path / "v.h5", "w") as fh:
         fh.create_dataset("raw", data=np.zeros((2, 8, 8), np.uint8))
-    result = _import(tmp_path, {"raw": f"{tmp_path / 'v.h5'}:/volumes/missing"})
-    assert_user_error(result, "datasets.d.raw", "no such dataset", "datasets in the file: raw")
+    dataset = {"raw": f"{tmp_path / 'v.h5'}:/volumes/missing"}
+    _import(tmp_path, dataset, "d", "datasets.d.raw", "no such dataset", "in the file: raw")
+
+
+def test_hdf5_file_without_a_dataset_path(tmp_path):
+    with h5py.File(tmp_path / "v.h5", "w") as fh:
+        fh["raw"] = np.zeros((4, 16, 16), np.uint8)
+    fragments = ("datasets.d.raw", "dataset path inside the HDF5 file is missing")
+    _import(tmp_path, {"raw": str(tmp_path / "v.h5")}, "d", *fragments)
+
+
+def test_hdf5_file_with_damaged_data(tmp_path):
+    with h5py.File(tmp_path / "v.h5", "w") as fh:
+        fh.create_dataset("raw", data=np.ones((4, 64, 64), np.uint8), chunks=(1, 64, 64),
+                          compression="gzip")  # fmt: skip
+        offset = fh["raw"].id.get_chunk_info(2).byte_offset
+    data = bytearray((tmp_path / "v.h5").read_bytes())
+    data[offset : offset + 16] = b"\xff" * 16
+    (tmp_path / "v.h5").write_bytes(bytes(data))
+    fragments = ("datasets.d.raw", "cannot read slices", "damaged or truncated")
+    _import(tmp_path, {"raw": f"{tmp_path / 'v.h5'}:/raw"}, "d", *fragments)
+
+
+def test_zarr_input_with_a_damaged_chunk(tmp_path):
+    import zarr
+
+    array = zarr.create_array(tmp_path / "in.zarr", shape=(4, 32, 32), chunks=(1, 32, 32),
+                              dtype="uint8")  # fmt: skip
+    array[:] = 7
+    (tmp_path / "in.zarr" / "c" / "2" / "0" / "0").write_bytes(b"not zstd at all")
+    fragments = ("datasets.d.raw", "in.zarr", "cannot read slices")
+    _import(tmp_path, {"raw": str(tmp_path / "in.zarr")}, "d", *fragments)
 
 
 def test_split_outside_volume(tmp_path):
     raw = _tiff(tmp_path / "raw.tif", (4, 16, 16))
     labels = _tiff(tmp_path / "lab.tif", (4, 16, 16))
-    result = _import(
-        tmp_path,
-        {
-            "raw": raw,
-            "labels": {"source": labels, "values": {"mito": 1}},
-            "split": {"train": [0, 2], "test": [3, 7]},
-        },
-    )
-    assert_user_error(result, "datasets.d.split.test", "outside the volume", "4 slices")
+    dataset = {"raw": raw, "labels": {"source": labels, "values": {"mito": 1}},
+               "split": {"train": [0, 2], "test": [3, 7]}}  # fmt: skip
+    _import(tmp_path, dataset, "d", "datasets.d.split.test", "outside the volume", "4 slices")
 
 
 def test_unknown_dataset_name(tmp_path):
     cfg = write_config(tmp_path / "config.yaml", {"d": {"raw": "r.tif", "voxel_size": [1, 1, 1]}})
-    result = run_cli(
-        "import", "--config", str(cfg), "--dataset", "nope", "--out", str(tmp_path / "x")
-    )
-    assert_user_error(result, "datasets.nope", "configured: d")
+    _fails(tmp_path, "import", "--config", str(cfg), "--dataset", "nope", "--out",
+           str(tmp_path / "x"), fragments=("datasets.nope", "configured: d"))  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -139,6 +198,22 @@ def test_unknown_dataset_name(tmp_path):
             lambda c: c.update(tiling={"stride": 32.0}),
             ["tiling.stride", "32.0 is not of type 'integer'"],
         ),
+        (
+            lambda c: c.update(components={"min_volume_nm3": {"mitos": 1e5}}),
+            ["components.min_volume_nm3", "unknown class 'mitos'"],
+        ),
+        (
+            lambda c: c.update(components={"open_nm": -5}),
+            ["components.open_nm", "-5"],
+        ),
+        (
+            lambda c: c.update(classes=[]),
+            ["classes", "[]"],
+        ),
+        (
+            lambda c: c["datasets"]["d"].update(voxel_size=[50, 0, 4]),
+            ["datasets.d.voxel_size", "0"],
+        ),
     ],
     ids=[
         "top-typo",
@@ -153,6 +228,10 @@ def test_unknown_dataset_name(tmp_path):
         "conv-stem-with-weights",
         "stage-settings",
         "float-integer",
+        "size-filter-class",
+        "negative-radius",
+        "no-classes",
+        "zero-voxel",
     ],
 )
 def test_config_errors(tmp_path, edit, fragments):
@@ -165,14 +244,24 @@ def test_config_errors(tmp_path, edit, fragments):
     edit(config)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = run_cli("check-config", "--config", str(path))
-    assert_user_error(result, str(path), *fragments)
+    _fails(tmp_path, "check-config", "--config", str(path), fragments=(str(path), *fragments))
 
 
 def test_config_not_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("datasets: [unclosed\n")
-    assert_user_error(run_cli("check-config", "--config", str(path)), "not valid YAML", "line")
+    _fails(tmp_path, "check-config", "--config", str(path), fragments=("not valid YAML", "line"))
+
+
+def test_config_that_is_not_utf8(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_bytes("classes: [glia]\n# caf\xe9\n".encode("latin-1"))
+    _fails(tmp_path, "check-config", "--config", str(path), fragments=(str(path), "not UTF-8"))
+
+
+def test_no_config_outside_the_project_says_where_it_looked(tmp_path):
+    _fails(tmp_path, "check-config", cwd=tmp_path,
+           fragments=("no --config given", "config/config.yaml", str(tmp_path)))  # fmt: skip
 
 
 def test_default_config_is_valid(repo):
@@ -205,8 +294,7 @@ def test_float_raw_with_an_infinity_keeps_its_contrast(tmp_path):
 def test_raw_without_a_finite_value(tmp_path):
     nan = np.full((4, 16, 16), np.nan, np.float32)
     tifffile.imwrite(tmp_path / "nan.tif", nan, photometric="minisblack")
-    result = _import(tmp_path, {"raw": str(tmp_path / "nan.tif")})
-    assert_user_error(result, "datasets.d.raw", "no finite intensity")
+    _import(tmp_path, {"raw": str(tmp_path / "nan.tif")}, "d", "datasets.d.raw", "no finite")
 
 
 def test_label_value_that_does_not_occur(tmp_path):
@@ -217,61 +305,151 @@ def test_label_value_that_does_not_occur(tmp_path):
     tifffile.imwrite(tmp_path / "labels.tif", labels, photometric="minisblack")
     dataset = {"raw": raw, "labels": {"source": str(tmp_path / "labels.tif"),
                "values": {"mito": 190, "synapse": 223}}}  # fmt: skip
-    result = _import(tmp_path, dataset)
-    assert_user_error(result, "datasets.d.labels.values.mito", "190", "are 0, 191, 223")
+    _import(tmp_path, dataset, "d", "datasets.d.labels.values.mito", "190", "are 0, 191, 223")
+
+
+def test_hidden_and_appledouble_files_are_not_slices(tmp_path):
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for z in range(3):
+        Image.fromarray(np.full((16, 16), z, np.uint8)).save(folder / f"{z}.png")
+    (folder / "._0.png").write_bytes(b"\x00\x05\x16\x07 mac resource fork")
+    (folder / ".thumb.tif").write_bytes(b"not a tiff")
+    cfg = write_config(tmp_path / "c.yaml", {"d": {"raw": str(folder), "voxel_size": [1, 1, 1]}})
+    out = tmp_path / "volume.zarr"
+    r = run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    import zarr
+
+    assert zarr.open_group(str(out))["raw"].shape == (3, 16, 16)
 
 
 def test_stores_of_the_wrong_kind_or_missing_are_one_line_errors(tmp_path):
     from sam4em.predict.pred_store import ensure_pred_store, mark_complete, store_identity
 
-    dataset = {"raw": _tiff(tmp_path / "r.tif"), "voxel_size": [1, 1, 1],
-               "labels": {"masks": {"mito": _tiff(tmp_path / "m.tif")}},
-               "split": {"test": [0, 3]}}  # fmt: skip
-    cfg = write_config(tmp_path / "c.yaml", {"d": dataset})
-    vol = tmp_path / "volume.zarr"
-    r = run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(vol))
-    assert r.returncode == 0, r.stderr
+    cfg, vol = _volume(tmp_path, classes=("mito", "glia"))  # glia configured, not predicted
     pred = tmp_path / "pred.zarr"
-    store = ensure_pred_store(pred, store_identity((4, 32, 32), (1, 32, 32), ["mito"]), [1, 1, 1])
+    store = ensure_pred_store(pred, store_identity((4, 64, 64), (1, 64, 64), ["mito"]), [1, 1, 1])
 
-    def components(store: Path, cls: str = "mito"):
+    def components(store: Path, *fragments: str, cls: str = "mito"):
         out = ["--out", str(tmp_path / "i.zarr"), "--objects", str(tmp_path / "o.csv")]
-        return run_cli("components", "--config", str(cfg), "--pred", str(store), "--class", cls,
-                       *out)  # fmt: skip
+        _fails(tmp_path, "components", "--config", str(cfg), "--pred", str(store),
+               "--class", cls, *out, fragments=fragments)  # fmt: skip
 
-    for given, fragments in (
-        (tmp_path / "absent.zarr", ["not found", "prediction store"]),
-        (vol, ["not a sam4em prediction store", "predict-block"]),  # a store of another kind
-    ):
-        r = components(given)
-        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-        assert all(f in r.stderr.strip().splitlines()[-1] for f in fragments), r.stderr
-    assert_user_error(components(pred), "prediction is incomplete", "stitch first")
+    components(tmp_path / "absent.zarr", "not found", "prediction store")
+    components(vol, "not a sam4em prediction store", "predict-block")  # another kind
+    components(pred, "prediction is incomplete", "stitch first")
     mark_complete(store, {"model": "m", "volume": "v", "blocks": 1})
-    assert_user_error(components(pred, "glia"), "has no class 'glia'", "it holds mito")
-    r = run_cli("report", "--config", str(cfg), "--dataset", "d", "--results", str(tmp_path),
-                "--out", str(tmp_path / "r.html"), "--figures", str(tmp_path / "f"))  # fmt: skip
-    assert_user_error(r, "eval/metrics.csv", "run the stitch and evaluate steps first")
+    components(pred, "has no class 'glia'", "it holds mito", cls="glia")
+    _fails(tmp_path, "report", "--config", str(cfg), "--dataset", "d", "--results",
+           str(tmp_path), "--out", str(tmp_path / "r.html"), "--figures", str(tmp_path / "f"),
+           fragments=("eval/metrics.csv", "run the stitch and evaluate steps first"))  # fmt: skip
+    _fails(tmp_path, "tile", "--config", str(cfg), "--dataset", "d", "--split", "train",
+           "--volume", str(pred), "--out", str(tmp_path / "t.zarr"),
+           fragments=("not a sam4em volume store",))  # fmt: skip
+    _fails(tmp_path, "evaluate", "--config", str(cfg), "--dataset", "d", "--volume", str(vol),
+           "--pred", str(pred), "--instances", str(tmp_path / "none.zarr"),
+           "--out-dir", str(tmp_path / "e"), fragments=("none.zarr", "not found"))  # fmt: skip
 
 
-def test_config_that_is_not_utf8(tmp_path):
-    path = tmp_path / "config.yaml"
-    path.write_bytes("classes: [glia]\n# caf\xe9\n".encode("latin-1"))
-    assert_user_error(run_cli("check-config", "--config", str(path)), str(path), "not UTF-8")
+def _predict_block(tmp: Path, cfg: Path, vol: Path, checkpoint: Path, plan: Path, *fragments):
+    _fails(tmp, "predict-block", "--config", str(cfg), "--checkpoint", str(checkpoint),
+           "--volume", str(vol), "--plan", str(plan), "--block", "z0y0x0",
+           "--out", str(tmp / "pred.zarr"), fragments=fragments)  # fmt: skip
+    assert not (tmp / "pred.zarr").exists() and not (tmp / "blocks").exists()
+
+
+_SMALL = {"inference": {"block_shape": [4, 64, 64], "chunks": [1, 64, 64]},
+          "model": {"img_size": 64}, "tiling": {"stride": 32}}  # fmt: skip
+
+
+def _with_plan(tmp: Path) -> tuple[Path, Path, Path]:
+    cfg, vol = _volume(tmp, **_SMALL)
+    plan = tmp / "blocks.json"
+    r = run_cli("plan-blocks", "--config", str(cfg), "--volume", str(vol), "--out", str(plan))
+    assert r.returncode == 0, r.stderr
+    return cfg, vol, plan
+
+
+def _two_axes(plan: dict) -> str:
+    plan["blocks"][0]["index"] = [0, 0]
+    return json.dumps(plan)
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragments"),
+    [
+        (None, ["blocks.json", "block plan not found", "plan-blocks"]),
+        (lambda plan: "{not json", ["blocks.json", "not a block plan"]),
+        (lambda plan: '{"blocks": []}', ["blocks.json", "not a block plan", "KeyError"]),
+        (_two_axes, ["blocks.json", "index must be three integers"]),
+    ],
+    ids=["missing", "not-json", "no-geometry", "two-axes"],
+)
+def test_block_plan_missing_or_garbage(tmp_path, edit, fragments):
+    cfg, vol, plan = _with_plan(tmp_path)
+    text = plan.read_text()
+    plan.unlink()
+    if edit is not None:
+        plan.write_text(edit(json.loads(text)))
+    ckpt = tmp_path / "stage2.pt"
+    ckpt.write_bytes(b"placeholder: the plan is checked first")
+    _predict_block(tmp_path, cfg, vol, ckpt, plan, *fragments)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragments"),
+    [(None, ["stage2.pt", "not found"]), (b"garbage, not a checkpoint", ["stage2.pt"])],
+    ids=["missing", "garbage"],
+)
+def test_checkpoint_missing_or_garbage(tmp_path, content, fragments):
+    cfg, vol, plan = _with_plan(tmp_path)
+    ckpt = tmp_path / "stage2.pt"
+    if content is not None:
+        ckpt.write_bytes(content)
+    _predict_block(tmp_path, cfg, vol, ckpt, plan, *fragments)
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [("htp:/x.zip", "not a download URL"), ("no url", "not a download URL"),
+     ("http://", "download failed")],
+    ids=["scheme-typo", "no-scheme", "no-host"],
+)  # fmt: skip
+def test_malformed_demo_url(tmp_path, url, fragment):
+    cfg = write_config(tmp_path / "c.yaml", {"d": {"raw": "r.tif", "voxel_size": [1, 1, 1]}})
+    _fails(tmp_path, "fetch-demo", "--config", str(cfg), "--dest", str(tmp_path / "demo"),
+           "--local", str(tmp_path / "no-copy"), "--url", url,
+           fragments=(url, fragment))  # fmt: skip
+    assert not (tmp_path / "demo").exists()
 
 
 def test_output_folder_the_file_system_refuses(tmp_path):
     (tmp_path / "taken").write_text("a file where a folder should be\n")
     cfg = write_config(tmp_path / "c.yaml", {"d": {"raw": _tiff(tmp_path / "r.tif"),
                        "voxel_size": [1, 1, 1]}})  # fmt: skip
+    out = tmp_path / "taken" / "volume.zarr"
+    _fails(tmp_path, "import", "--config", str(cfg), "--dataset", "d", "--out", str(out),
+           fragments=(str(tmp_path / "taken"),))  # fmt: skip
+
+
+def test_quiet_hides_progress_bars(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", {"d": {"raw": _tiff(tmp_path / "r.tif"),
+                       "voxel_size": [1, 1, 1]}})  # fmt: skip
+    args = ["import", "--config", str(cfg), "--dataset", "d"]
+    loud = run_cli(*args, "--out", str(tmp_path / "a.zarr"))
+    quiet = run_cli("-q", *args, "--out", str(tmp_path / "b.zarr"))
+    assert loud.returncode == quiet.returncode == 0, loud.stderr + quiet.stderr
+    assert "slab" in loud.stderr and quiet.stderr == ""
+
+
+def test_leftovers_of_a_killed_run_are_removed_by_the_next(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", {"d": {"raw": _tiff(tmp_path / "r.tif"),
+                       "voxel_size": [1, 1, 1]}})  # fmt: skip
+    stale = tmp_path / "volume.zarr.partial-0badc0de"
+    stale.mkdir()
+    (stale / "zarr.json").write_text("{}")
     r = run_cli("import", "--config", str(cfg), "--dataset", "d", "--out",
-                str(tmp_path / "taken" / "volume.zarr"))  # fmt: skip
-    assert_user_error(r, str(tmp_path / "taken"))
-    assert (tmp_path / "taken").read_text().startswith("a file")
-
-
-def test_hdf5_file_without_a_dataset_path(tmp_path):
-    with h5py.File(tmp_path / "v.h5", "w") as fh:
-        fh["raw"] = np.zeros((4, 16, 16), np.uint8)
-    result = _import(tmp_path, {"raw": str(tmp_path / "v.h5")})
-    assert_user_error(result, "datasets.d.raw", "dataset path inside the HDF5 file is missing")
+                str(tmp_path / "volume.zarr"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "r.tif", "volume.zarr"]

@@ -205,38 +205,53 @@ def write_plan(
     return blocks
 
 
-def load_settings(path: str | os.PathLike[str]) -> PlanSettings:
-    """The settings a ``blocks.json`` was planned with."""
-    return PlanSettings.from_dict(json.loads(Path(path).read_text())["settings"])
+@dataclass(frozen=True)
+class PlanFile:
+    """What a ``blocks.json`` holds."""
+
+    volume_shape: Vec3
+    settings: PlanSettings
+    blocks: list[Block]
 
 
-def load_plan(path: str | os.PathLike[str]) -> list[Block]:
-    """Read the blocks of a ``blocks.json``; an InputDataError when it is missing or is
-    not a block plan (the ``plan-blocks`` step writes it)."""
+def _block(b: dict[str, Any]) -> Block:
+    def box(d: dict[str, Any]) -> Box:
+        return Box(_vec3(d["start"], "start", 0), _vec3(d["stop"], "stop", 0))
+
+    warmup = (int(b["warmup"][0]), int(b["warmup"][1]))
+    return Block(
+        str(b["id"]), _vec3(b["index"], "index", 0), box(b["core"]), box(b["read"]), warmup
+    )
+
+
+def read_plan(path: str | os.PathLike[str]) -> PlanFile:
+    """Read a ``blocks.json``; an InputDataError when it is missing or is not a block
+    plan (the ``plan-blocks`` step writes it)."""
     path = Path(path)
     if not path.is_file():
         raise InputDataError(f"{path}: block plan not found (run the plan-blocks step first)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return [
-            Block(
-                id=str(b["id"]),
-                index=_vec3(b["index"], "index", 0),
-                core=Box(
-                    _vec3(b["core"]["start"], "start", 0), _vec3(b["core"]["stop"], "stop", 0)
-                ),
-                read=Box(
-                    _vec3(b["read"]["start"], "start", 0), _vec3(b["read"]["stop"], "stop", 0)
-                ),
-                warmup=(int(b["warmup"][0]), int(b["warmup"][1])),
-            )
-            for b in data["blocks"]
-        ]
+        return PlanFile(
+            volume_shape=_vec3(data["volume_shape"], "volume_shape"),
+            settings=PlanSettings.from_dict(data["settings"]),
+            blocks=[_block(b) for b in data["blocks"]],
+        )
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise InputDataError(
             f"{path}: not a block plan written by plan-blocks ({type(exc).__name__}: {exc}); "
             "delete it and rerun plan-blocks"
         ) from None
+
+
+def load_settings(path: str | os.PathLike[str]) -> PlanSettings:
+    """The settings a ``blocks.json`` was planned with."""
+    return read_plan(path).settings
+
+
+def load_plan(path: str | os.PathLike[str]) -> list[Block]:
+    """The blocks of a ``blocks.json`` (see :func:`read_plan`)."""
+    return read_plan(path).blocks
 
 
 def block_ids(path: str | os.PathLike[str]) -> list[str]:
@@ -247,11 +262,13 @@ def block_ids(path: str | os.PathLike[str]) -> list[str]:
 __all__ = [
     "Block",
     "Box",
+    "PlanFile",
     "PlanSettings",
     "block_ids",
     "core_boxes",
     "load_plan",
     "load_settings",
     "plan_blocks",
+    "read_plan",
     "write_plan",
 ]

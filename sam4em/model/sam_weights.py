@@ -34,8 +34,9 @@ def load_torch_file(path: str | os.PathLike[str], what: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for damaged files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: cannot read {what} (truncated or not a torch file: {exc})"
+            f"{path}: cannot read {what} (truncated or not a torch file: {first})"
         ) from None
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from sam4em.blocks.plan import Block, PlanSettings, load_plan
+from sam4em.blocks.plan import Block, PlanSettings, read_plan
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.zarr_store import LEVEL0, VOLUME
@@ -27,6 +27,7 @@ from sam4em.model.checkpoint import load_checkpoint
 from sam4em.model.device import pick_device
 from sam4em.model.lora import merge_lora
 from sam4em.model.model_config import ModelConfig
+from sam4em.model.sam_weights import CheckpointError
 from sam4em.predict.pred_store import ensure_pred_store, mark_incomplete, store_identity
 from sam4em.predict.stack_predictor import PlaneWindow, PredictSettings, StackPredictor
 from sam4em.progress import progress
@@ -65,6 +66,8 @@ def block_window(block: Block, shape: tuple[int, ...], plan: PlanSettings) -> Pl
 
 
 def _file_identity(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found (train the model first)")
     st = path.stat()
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
@@ -108,13 +111,13 @@ def predict_block(
     """Predict block ``block_id`` of ``plan`` into ``out``; writes the ``done`` marker.
     With ``expect`` (the config's model), a checkpoint of another model is an error."""
     checkpoint, done = Path(checkpoint), Path(done)
-    plan_data = json.loads(Path(plan).read_text())
-    blocks = {b.id: b for b in load_plan(plan)}
+    planned = read_plan(plan)
+    blocks = {b.id: b for b in planned.blocks}
     if block_id not in blocks:
         ids = list(blocks)
         listed = ", ".join(ids[:8]) + (f" ... ({len(ids)} in all)" if len(ids) > 8 else "")
         raise InputDataError(f"{plan}: no block '{block_id}'; planned blocks: {listed}")
-    block, geometry = blocks[block_id], PlanSettings.from_dict(plan_data["settings"])
+    block, geometry = blocks[block_id], planned.settings
     scale = geometry.scale
     settings = predict_settings(inference, scale)
     root = VOLUME.open(volume)
@@ -128,8 +131,8 @@ def predict_block(
     done.unlink(missing_ok=True)  # made from another model, volume or plan: redo it
     _fail_once_for_tests(block_id)
     t0 = time.perf_counter()
-    if list(raw.shape) != plan_data["volume_shape"]:
-        raise InputDataError(f"{plan}: planned for shape {plan_data['volume_shape']}, "
+    if tuple(raw.shape) != planned.volume_shape:
+        raise InputDataError(f"{plan}: planned for shape {list(planned.volume_shape)}, "
                              f"{volume} has {list(raw.shape)}")  # fmt: skip
     model, payload = load_checkpoint(checkpoint, base_checkpoint=base_checkpoint, expect=expect)
     if model.config.img_size != geometry.lattice.tile:
