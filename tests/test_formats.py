@@ -187,3 +187,36 @@ def test_small_stack_saved_as_planar_rgb_reads_as_slices(tmp_path):
     with open_source(tmp_path / "rgbish.tif") as src:
         assert src.shape == (3, 20, 24)
         np.testing.assert_array_equal(src.read(1, 3), data[1:3])
+
+
+@pytest.mark.parametrize("offset", [(0, 0), (3, 1), (6, 9)])
+def test_pyramid_levels_overlay_level_zero(offset):
+    """The centre of mass of an object at the 4x level maps, through the level's OME
+    scale and translation, to within half a level-1 voxel of its level-0 centre."""
+    from sam4em.io.zarr_store import ngff_multiscales
+    from sam4em.predict.stitch import FACTOR, _downsample
+
+    voxel = [50.0, 4.6, 4.0]
+    level0 = np.zeros((1, 64, 64), np.uint8)
+    y, x = offset
+    level0[0, 20 + y : 29 + y, 30 + x : 35 + x] = 255  # off the 4x4 grid on purpose
+    level1 = _downsample(level0, FACTOR)
+    entry = ngff_multiscales("p", ["0", "1"], voxel, [1, FACTOR])
+
+    def physical_centre(data, dataset):
+        scale, shift = [0.0] * 3, [0.0] * 3
+        for t in dataset["coordinateTransformations"]:
+            if t["type"] == "scale":
+                scale = t["scale"]
+            else:
+                shift = t["translation"]
+        weights = data.astype(np.float64)
+        index = [(weights * g).sum() / weights.sum() for g in np.indices(data.shape)]
+        return np.array([i * s + t for i, s, t in zip(index, scale, shift, strict=True)])
+
+    c0 = physical_centre(level0, entry["datasets"][0])
+    c1 = physical_centre(level1, entry["datasets"][1])
+    half = np.array([0.0, voxel[1], voxel[2]]) * FACTOR / 2
+    assert (np.abs(c1 - c0) <= half).all(), (c0, c1)
+    # without the translation the 4x level sits 1.5 voxels off: the test would see it
+    assert np.abs(c1 - c0)[1] < 0.5 * voxel[1]

@@ -56,14 +56,19 @@ def ngff_multiscales(
     name: str, paths: Sequence[str], voxel_size: Sequence[float], factors: Sequence[int] = ()
 ) -> dict[str, Any]:
     """OME-NGFF 0.5 ``multiscales`` entry for ZYX levels ``paths`` (level i downsampled
-    in y and x by ``factors[i]``, default 1), with physical units in nanometres."""
+    in y and x by ``factors[i]``, default 1, each of its voxels the block of f x f level-0
+    voxels it summarises), with physical units in nanometres. A downsampled voxel's centre
+    is the centre of its block, (f - 1) / 2 level-0 voxels from the block's first voxel:
+    that is the level's translation, so the levels overlay exactly in a viewer."""
     factors = list(factors) or [1] * len(paths)
     datasets = []
     for path, f in zip(paths, factors, strict=True):
-        scale = [float(voxel_size[0]), float(voxel_size[1]) * f, float(voxel_size[2]) * f]
-        datasets.append(
-            {"path": path, "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-        )
+        vz, vy, vx = (float(v) for v in voxel_size)
+        transforms: list[dict[str, Any]] = [{"type": "scale", "scale": [vz, vy * f, vx * f]}]
+        if f != 1:
+            shift = [0.0, vy * (f - 1) / 2, vx * (f - 1) / 2]
+            transforms.append({"type": "translation", "translation": shift})
+        datasets.append({"path": path, "coordinateTransformations": transforms})
     return {
         "name": name,
         "axes": [
