@@ -142,6 +142,14 @@ def test_object_size_defaults_come_from_typical_volumes():
     assert ComponentSettings.from_config(cfg, "glia").min_voxels_for(voxel) == 946
 
 
+def test_merged_roots_are_the_smallest_member_of_each_object():
+    from sam4em.postprocess.union_find import merged_roots
+
+    roots = merged_roots(8, np.array([[5, 2], [2, 7], [3, 4], [7, 5]]))
+    np.testing.assert_array_equal(roots, [0, 1, 2, 3, 3, 2, 6, 2, 8])
+    np.testing.assert_array_equal(merged_roots(3, np.zeros((0, 2))), [0, 1, 2, 3])
+
+
 def test_half_offsets_count_each_neighbour_pair_once():
     assert [len(half_offsets(c)) for c in (6, 18, 26)] == [3, 9, 13]
     with pytest.raises(ValueError):

@@ -3,8 +3,9 @@
 Pass 1 labels each block with ``cc3d`` and shifts its labels past those of the blocks
 before it (globally unique), collecting per-label voxel counts, bounding boxes and
 coordinate sums. Pass 2 reads each block grown by one voxel and records which labels of
-neighbouring blocks touch (for the chosen connectivity); union-find merges them. Pass 3
-relabels block by block to consecutive ids of the objects that pass the size filters.
+neighbouring blocks touch (for the chosen connectivity, scanning only the faces); one
+sparse-graph pass merges them. Pass 3 relabels block by block to consecutive ids of the
+objects that pass the size filters.
 Only one block (plus a one-voxel shell) is in memory at a time; the per-label tables grow
 with the number of objects, not with the volume.
 """
@@ -21,8 +22,8 @@ import pandas as pd
 from scipy import ndimage
 
 from sam4em.blocks.plan import Box, core_boxes
-from sam4em.postprocess.neighbours import touching_pairs
-from sam4em.postprocess.union_find import UnionFind
+from sam4em.postprocess.neighbours import shell_pairs
+from sam4em.postprocess.union_find import merged_roots
 
 
 @dataclass
@@ -92,14 +93,14 @@ def blockwise_components(
         total += n
         if progress:
             progress("label")
-    uf = UnionFind(total)
+    contacts = []
     for box in boxes:
-        uf.union_pairs(
-            touching_pairs(np.asarray(scratch[box.grown(1, shape).slices()]), connectivity)
-        )
+        grown = box.grown(1, shape)
+        labels = np.asarray(scratch[grown.slices()])
+        contacts.append(shell_pairs(labels, box.within(grown), connectivity))
         if progress:
             progress("merge")
-    roots = uf.roots()
+    roots = merged_roots(total, np.concatenate(contacts))
     voxels = np.zeros(total + 1, np.int64)
     lo = np.full((total + 1, 3), np.iinfo(np.int64).max)
     hi = np.zeros((total + 1, 3), np.int64)

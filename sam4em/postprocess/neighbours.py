@@ -36,3 +36,20 @@ def touching_pairs(labels: np.ndarray, connectivity: int) -> np.ndarray:
     if not found:
         return np.zeros((0, 2), dtype=np.int64)
     return np.unique(np.concatenate(found).astype(np.int64), axis=0)
+
+
+def shell_pairs(
+    labels: np.ndarray, core: tuple[slice, slice, slice], connectivity: int
+) -> np.ndarray:
+    """:func:`touching_pairs` of ``labels`` restricted to pairs with a voxel outside its
+    ``core`` region (the one-voxel shell around it): only the two-voxel-thick slab at each
+    face where the shell lies is scanned (every such pair lies within one of them)."""
+    found = [np.zeros((0, 2), dtype=np.int64)]
+    for axis, sl in enumerate(core):
+        start, stop = sl.indices(labels.shape[axis])[:2]
+        for lo, present in ((0, start > 0), (labels.shape[axis] - 2, stop < labels.shape[axis])):
+            if present:
+                index = [slice(None)] * 3
+                index[axis] = slice(max(lo, 0), lo + 2)
+                found.append(touching_pairs(labels[tuple(index)], connectivity))
+    return np.unique(np.concatenate(found), axis=0)

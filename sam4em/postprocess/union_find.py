@@ -1,37 +1,24 @@
-"""Union-find over integer labels 0..n (0 is background and is never merged)."""
+"""Merging provisional labels 0..n that touch into objects (0 is background, never merged).
+
+One vectorised pass over all contact pairs: the pairs are the edges of a sparse graph,
+whose connected components (``scipy.sparse.csgraph``) are the objects. Each label's root
+is the smallest label of its object, so ids come out in order of first appearance.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 
-class UnionFind:
-    """Disjoint sets of labels 1..n with path halving; ``roots()`` resolves them all."""
-
-    def __init__(self, n: int) -> None:
-        self.parent = np.arange(n + 1, dtype=np.int64)
-
-    def find(self, a: int) -> int:
-        """Representative of ``a``'s set."""
-        parent = self.parent
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = int(parent[a])
-        return a
-
-    def union_pairs(self, pairs: np.ndarray) -> None:
-        """Merge the sets of each row (a, b) of an (N, 2) array; the smaller root wins."""
-        for a, b in pairs:
-            ra, rb = self.find(int(a)), self.find(int(b))
-            if ra != rb:
-                lo, hi = (ra, rb) if ra < rb else (rb, ra)
-                self.parent[hi] = lo
-
-    def roots(self) -> np.ndarray:
-        """Root of every label (vectorised pointer jumping until nothing changes)."""
-        parent = self.parent.copy()
-        while True:
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                return parent
-            parent = grand
+def merged_roots(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Root (the smallest member) of every label 0..n, merging each row (a, b) of the
+    (N, 2) ``pairs``; labels in no pair are their own root."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    ones = np.ones(len(pairs), dtype=np.int8)
+    graph = coo_matrix((ones, (pairs[:, 0], pairs[:, 1])), shape=(n + 1, n + 1))
+    _, component = connected_components(graph, directed=False)
+    smallest = np.full(component.max() + 1, n + 1, dtype=np.int64)
+    np.minimum.at(smallest, component, np.arange(n + 1, dtype=np.int64))
+    return smallest[component]
