@@ -21,8 +21,10 @@ from typing import Any, Protocol
 from sam4em.errors import OutputError
 
 
-def _partial_name(target: Path) -> Path:
-    return target.with_name(f"{target.name}.partial-{uuid.uuid4().hex[:8]}")
+def partial_name(target: Path, marker: str = "partial") -> Path:
+    """A fresh temporary name beside ``target``: ``{target.name}.{marker}-{random}``
+    (what :func:`remove_leftovers` finds again after a killed run)."""
+    return target.with_name(f"{target.name}.{marker}-{uuid.uuid4().hex[:8]}")
 
 
 def remove_leftovers(target: Path, marker: str = "partial") -> None:
@@ -82,7 +84,7 @@ def atomic_directory(target: str | os.PathLike[str], kind: OutputKind) -> Iterat
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(target)
-    tmp = _partial_name(target)
+    tmp = partial_name(target)
     tmp.mkdir()
     try:
         yield tmp
@@ -91,7 +93,7 @@ def atomic_directory(target: str | os.PathLike[str], kind: OutputKind) -> Iterat
         raise
     old = None
     if target.exists() or target.is_symlink():
-        old = _partial_name(target)
+        old = partial_name(target)
         target.rename(old)
     tmp.rename(target)
     if old is not None:
@@ -102,7 +104,7 @@ def write_bytes_atomic(target: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``target`` through a temporary file and an atomic rename."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial_name(target)
+    tmp = partial_name(target)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -129,7 +131,7 @@ def create_directory_once(target: str | os.PathLike[str], build: Callable[[Path]
     if target.exists():
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _partial_name(target)
+    tmp = partial_name(target)
     tmp.mkdir()
     try:
         build(tmp)

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from sam4em.blocks.plan import core_boxes
-from sam4em.io.atomic import create_directory_once, remove_leftovers, write_bytes_atomic
+from sam4em.io.atomic import (
+    create_directory_once,
+    partial_name,
+    remove_leftovers,
+    write_bytes_atomic,
+)
 from sam4em.io.zarr_store import (
     LEVEL0,
     PREDICTION,
@@ -58,16 +62,16 @@ def components_for_class(
     root = open_group(out, mode="r+")
     for marker in ("partial", "scratch"):  # what a killed run of this class left
         remove_leftovers(out / cls, marker)
-    scratch_name = f"{cls}.scratch-{uuid.uuid4().hex[:8]}"
+    scratch_name = partial_name(out / cls, "scratch").name
     scratch = create_array(root, scratch_name, shape, chunks, "uint64")
-    final_name = f"{cls}.partial-{uuid.uuid4().hex[:8]}"
+    final_name = partial_name(out / cls).name
     group = root.create_group(final_name)
     n_boxes = len(core_boxes(shape, block))
     try:
         # uint32 covers any volume below 2^32 voxels, and object counts below that
         dtype = "uint32" if int(np.prod(shape)) < 2**32 else "uint64"
         target = create_array(group, LEVEL0, shape, chunks, dtype)
-        cleanup = settings.cleanup(voxel)
+        cleanup, smallest = settings.cleanup(voxel), settings.min_voxels_for(voxel)
         read_mask = cleaned_reader(
             lambda box: np.asarray(probs[box.slices()]) >= level, shape, cleanup
         )
@@ -79,7 +83,7 @@ def components_for_class(
                 settings.connectivity,
                 scratch,
                 target,
-                min_voxels=settings.min_voxels_for(voxel),
+                min_voxels=smallest,
                 min_z=settings.min_z,
                 progress=lambda _: bar.update(1),
             )
@@ -87,7 +91,7 @@ def components_for_class(
         group.attrs["sam4em"] = {
             "threshold": level / 255,
             "objects": len(table),
-            "min_voxels": settings.min_voxels_for(voxel),
+            "min_voxels": smallest,
             "open_px": list(cleanup.open_px),
             "close_px": list(cleanup.close_px),
         }
