@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from sam4em import __version__
-from sam4em.errors import ConfigError, Sam4emError
+from sam4em.errors import ConfigError, InputDataError, Sam4emError
 from sam4em.progress import set_quiet
 
 log = logging.getLogger("sam4em")
@@ -174,6 +174,38 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _cmd_layers(args: argparse.Namespace) -> None:
+    from sam4em.report.viewer import write_layers
+
+    record = write_layers(args.volume, args.pred, args.instances, args.out)
+    print(f"wrote {args.out}: {len(record['layers'])} layer(s)")
+
+
+def _cmd_view(args: argparse.Namespace) -> None:
+    from sam4em.report.viewer import napari_command, neuroglancer_url, read_layers, serve
+
+    record = read_layers(args.results)
+    print(f"napari:       {napari_command(record, args.results)}")
+    if not args.serve:
+        url = neuroglancer_url(record, f"http://{args.host}:{args.port}")
+        print(f"neuroglancer: {url}")
+        print(f"              (serve the data first: sam4em view {args.results} --serve)")
+        return
+    try:
+        server = serve(args.results, args.host, args.port)
+    except OSError as exc:
+        raise InputDataError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+    host, port = server.server_address[:2]
+    print(f"serving {args.results} on http://{host}:{port} (Ctrl-C stops)")
+    print(f"neuroglancer: {neuroglancer_url(record, f'http://{host}:{port}')}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def _store(kind_name: str) -> Callable[[str], str]:
     """An argparse type: the path of an existing store of kind ``kind_name`` (the
     :mod:`sam4em.io.zarr_store` constant), else a one-line usage error."""
@@ -206,14 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
-        name: str, func: Callable[[argparse.Namespace], None], help: str
+        name: str, func: Callable[[argparse.Namespace], None], help: str, config: bool = True
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
-        p.add_argument(
-            "--config",
-            help=f"config file (YAML; default: {DEFAULT_CONFIG} in the current folder)",
-        )
+        if config:
+            p.add_argument(
+                "--config",
+                help=f"config file (YAML; default: {DEFAULT_CONFIG} in the current folder)",
+            )
         return p
 
     add("check-config", _cmd_check_config, "validate a config file")
@@ -284,6 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True, help="results/{dataset} folder")
     p.add_argument("--out", required=True, help="output report.html")
     p.add_argument("--figures", required=True, help="folder for the report's PNG figures")
+
+    p = add("layers", _cmd_layers, "list predicted objects as label images of volume.zarr", False)
+    p.add_argument("--volume", required=True, type=_existing_volume, help=VOLUME_HELP)
+    p.add_argument("--pred", required=True, type=_existing_pred, help="pred.zarr")
+    p.add_argument("--instances", required=True, type=_existing_instances, help="instances.zarr")
+    p.add_argument("--out", required=True, help="output layers.json")
+
+    p = add("view", _cmd_view, "open a dataset's results in napari or neuroglancer", False)
+    p.add_argument("results", help="a dataset's results folder (results/{dataset})")
+    p.add_argument("--serve", action="store_true", help="serve the folder for neuroglancer")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (--serve)")
+    p.add_argument("--port", type=int, default=8000, help="port to serve on (0: any free one)")
     return parser
 
 
@@ -329,7 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sam4em: SLURM job {os.environ['SLURM_JOB_ID']}, partition {partition}",
               file=sys.stderr)  # fmt: skip
     try:
-        args.config = _config_path(args.config)
+        if hasattr(args, "config"):
+            args.config = _config_path(args.config)
         args.func(args)
     except (Sam4emError, OSError) as exc:  # OSError: a read-only folder, a full disk ...
         print(f"sam4em: error: {_one_line(exc)}", file=sys.stderr)

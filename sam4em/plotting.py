@@ -14,6 +14,11 @@ from sam4em.io.atomic import write_bytes_atomic
 COLOURS = [(0.1, 0.6, 1.0), (1.0, 0.3, 0.1), (1.0, 0.9, 0.0), (0.3, 1.0, 0.3), (0.9, 0.2, 0.9)]
 
 
+def class_colour(classes: list[str], cls: str) -> tuple[float, float, float]:
+    """The RGB (0-1) colour of class ``cls``: by its place in the configured ``classes``."""
+    return COLOURS[classes.index(cls) % len(COLOURS)]
+
+
 def overlay(raw: np.ndarray, masks: dict[str, np.ndarray], alpha: float = 0.45) -> np.ndarray:
     """RGB float image: grey ``raw`` with each class mask tinted in its colour."""
     grey = raw.astype(np.float32) / 255

@@ -24,7 +24,7 @@ def _fresh_inference(local_run, tmp_path):
     res = copy / "results" / "vnc"
     for name in ("blocks", "pred.zarr", "instances.zarr", "objects", "eval", "figures"):
         shutil.rmtree(res / name, ignore_errors=True)
-    for name in ("predictions.json", "report.html"):
+    for name in ("predictions.json", "report.html", "layers.json"):
         (res / name).unlink(missing_ok=True)
     return copy, cfg, config
 

@@ -115,9 +115,10 @@ def test_round_trip(tmp_path, kind, dtype):
     got = np.asarray(root["raw"])
     assert got.dtype == np.uint8 and got.shape == SHAPE
     np.testing.assert_array_equal(got, expected_raw)
-    np.testing.assert_array_equal(root["labels"]["glia"][...], (labels == 159).astype(np.uint8))
+    glia = root["labels"]["glia"]["0"][...]
+    np.testing.assert_array_equal(glia, (labels == 159).astype(np.uint8))
     np.testing.assert_array_equal(
-        root["labels"]["mito"][...], np.isin(labels, [191, 223]).astype(np.uint8)
+        root["labels"]["mito"]["0"][...], np.isin(labels, [191, 223]).astype(np.uint8)
     )
     assert "synapse" not in root["labels"]  # not configured for this dataset
     assert root["raw"].chunks == (2, 16, 16)
@@ -143,8 +144,8 @@ def test_per_class_mask_sources(tmp_path):
     result = run_cli("import", "--config", str(cfg), "--dataset", "d", "--out", str(out))
     assert result.returncode == 0, result.stderr
     root = zarr.open_group(str(out), mode="r")
-    np.testing.assert_array_equal(root["labels"]["mito"][...], labels == 191)
-    np.testing.assert_array_equal(root["labels"]["synapse"][...], labels == 223)
+    np.testing.assert_array_equal(root["labels"]["mito"]["0"][...], labels == 191)
+    np.testing.assert_array_equal(root["labels"]["synapse"]["0"][...], labels == 223)
     assert root.attrs["sam4em"]["labelled_classes"] == ["mito", "synapse"]
 
 
@@ -189,19 +190,20 @@ def test_small_stack_saved_as_planar_rgb_reads_as_slices(tmp_path):
         np.testing.assert_array_equal(src.read(1, 3), data[1:3])
 
 
+@pytest.mark.parametrize("how", ["mean", "mode"])
 @pytest.mark.parametrize("offset", [(0, 0), (3, 1), (6, 9)])
-def test_pyramid_levels_overlay_level_zero(offset):
-    """The centre of mass of an object at the 4x level maps, through the level's OME
-    scale and translation, to within half a level-1 voxel of its level-0 centre."""
-    from sam4em.io.zarr_store import ngff_multiscales
-    from sam4em.predict.stitch import FACTOR, _downsample
+def test_pyramid_levels_overlay_level_zero(offset, how):
+    """The centre of mass of an object at each level maps, through the level's OME
+    scale and translation, to within half a voxel of that level of its level-0 centre."""
+    from sam4em.io.pyramid import halve
+    from sam4em.io.zarr_store import ngff_datasets
 
     voxel = [50.0, 4.6, 4.0]
     level0 = np.zeros((1, 64, 64), np.uint8)
     y, x = offset
     level0[0, 20 + y : 29 + y, 30 + x : 35 + x] = 255  # off the 4x4 grid on purpose
-    level1 = _downsample(level0, FACTOR)
-    entry = ngff_multiscales("p", ["0", "1"], voxel, [1, FACTOR])
+    levels = [level0, halve(level0, how), halve(halve(level0, how), how)]
+    datasets = ngff_datasets(["0", "1", "2"], voxel, [1, 2, 4])
 
     def physical_centre(data, dataset):
         scale, shift = [0.0] * 3, [0.0] * 3
@@ -214,9 +216,44 @@ def test_pyramid_levels_overlay_level_zero(offset):
         index = [(weights * g).sum() / weights.sum() for g in np.indices(data.shape)]
         return np.array([i * s + t for i, s, t in zip(index, scale, shift, strict=True)])
 
-    c0 = physical_centre(level0, entry["datasets"][0])
-    c1 = physical_centre(level1, entry["datasets"][1])
-    half = np.array([0.0, voxel[1], voxel[2]]) * FACTOR / 2
-    assert (np.abs(c1 - c0) <= half).all(), (c0, c1)
-    # without the translation the 4x level sits 1.5 voxels off: the test would see it
-    assert np.abs(c1 - c0)[1] < 0.5 * voxel[1]
+    c0 = physical_centre(level0, datasets[0])
+    for k, f in ((1, 2), (2, 4)):
+        ck = physical_centre(levels[k], datasets[k])
+        half = np.array([0.0, voxel[1], voxel[2]]) * f / 2
+        assert (np.abs(ck - c0) <= half).all(), (k, c0, ck)
+    # without the translation the 4x level would sit 1.5 voxels off: the test would see it
+    if how == "mean":
+        assert np.abs(physical_centre(levels[2], datasets[2]) - c0)[1] < 0.5 * voxel[1]
+
+
+def test_pyramid_levels_tile_by_tile_equal_whole(tmp_path, monkeypatch):
+    """Levels written tile by tile (a tile smaller than the volume, odd sizes) equal the
+    levels of the whole array; means round, modes keep only ids that exist at level 0."""
+    from sam4em.io import pyramid
+    from sam4em.io.zarr_store import create_array, open_group
+
+    rng = np.random.default_rng(5)
+    probs = rng.integers(0, 256, (3, 70, 45), dtype=np.uint8)
+    ids = rng.integers(0, 4, (3, 70, 45)).astype(np.uint32) * 1000
+    monkeypatch.setattr(pyramid, "TILE", 16)
+    group = open_group(tmp_path / "p.zarr", mode="w")
+    for name, data, how in (("probs", probs, "mean"), ("ids", ids, "mode")):
+        sub = group.create_group(name)
+        create_array(sub, "0", data.shape, (2, 8, 8), data.dtype)[...] = data
+        pyramid.write_levels(sub, ["0", "1", "2"], [1, 2, 4], how)
+        whole = [data]
+        for _ in range(2):
+            whole.append(pyramid.halve(whole[-1], how))
+        for k in (1, 2):
+            got = np.asarray(sub[str(k)])
+            assert got.shape == pyramid.level_shape(data.shape, 2**k)
+            np.testing.assert_array_equal(got, whole[k])
+    block = probs[:, :2, :2].astype(np.float32).mean(axis=(1, 2))
+    np.testing.assert_array_equal(np.asarray(group["probs/1"])[:, 0, 0], np.rint(block))
+    assert set(np.unique(np.asarray(group["ids/2"]))) <= set(np.unique(ids))
+    # a 2x2 block with three of one id takes that id
+    four = np.array([[[7, 7], [7, 3]]], np.uint32)
+    assert pyramid.halve(four, "mode")[0, 0, 0] == 7
+    assert pyramid.pyramid_factors((5, 1024, 300)) == [1, 2]
+    assert pyramid.pyramid_factors((5, 512, 512)) == [1]
+    assert pyramid.pyramid_factors((5, 5000, 20000)) == [1, 2, 4, 8, 16, 32, 64]

@@ -40,9 +40,9 @@ def test_vnc_raw_shape_and_dtype(vnc_volume, vnc):
 def test_vnc_class_fractions(vnc_volume):
     root = zarr.open_group(str(vnc_volume), mode="r")
     for cls, expected in EXPECTED_FRACTIONS.items():
-        frac = float(np.asarray(root["labels"][cls]).mean())
+        frac = float(np.asarray(root["labels"][cls]["0"]).mean())
         assert frac == pytest.approx(expected, rel=0.06), cls
-        assert set(np.unique(root["labels"][cls][0])) <= {0, 1}
+        assert set(np.unique(root["labels"][cls]["0"][0])) <= {0, 1}
     assert root.attrs["sam4em"]["label_fractions"]["synapse"] == pytest.approx(0.0056, rel=0.06)
 
 

@@ -33,8 +33,9 @@ def test_dry_run_of_all_on_the_default_config(repo, tmp_path):
         "components": 3,
         "evaluate": 1,
         "report": 1,
+        "layers": 1,
         "all": 1,
-        "total": 14,
+        "total": 15,
     }
     assert not (tmp_path / "results").exists()  # a dry run writes no results
 
@@ -44,7 +45,9 @@ def test_local_run_writes_every_stage(local_run):
     res = workdir / "results" / "vnc"
     vol = zarr.open_group(str(res / "volume.zarr"), mode="r")
     assert vol["raw"].shape == (20, 1024, 1024)
-    assert sorted(vol["labels"].array_keys()) == ["glia", "mito", "synapse"]
+    truth = ["glia", "mito", "synapse"]  # and, after the layers step, their objects
+    assert sorted(vol["labels"].group_keys()) == sorted([*truth, *(f"{c}_objects" for c in truth)])
+    assert vol["raw_2x"].shape == (20, 512, 512)  # a viewer level
     train = zarr.open_group(str(res / "tiles" / "train.zarr"), mode="r")
     val = zarr.open_group(str(res / "tiles" / "val.zarr"), mode="r")
     assert train.attrs["sam4em"]["slices"] == [0, 13]
@@ -67,7 +70,7 @@ def test_local_run_writes_every_stage(local_run):
     pred = zarr.open_group(str(res / "pred.zarr"), mode="r")
     for cls in config["classes"]:
         assert pred[cls]["0"].shape == (20, 1024, 1024)
-        assert pred[cls]["1"].shape == (20, 256, 256)
+        assert pred[cls]["1"].shape == (20, 512, 512)
     summary = json.loads((res / "predictions.json").read_text())
     assert summary["blocks"] == 8
     assert (res / "figures" / "predictions.png").stat().st_size > 10_000
@@ -90,6 +93,10 @@ def test_local_run_writes_every_stage(local_run):
     per_slice = (res / "eval" / "metrics_per_slice.csv").read_text().splitlines()
     assert len(per_slice) - 1 == 3 * 4  # three classes, test slices 16-19
     assert (res / "report.html").stat().st_size > 50_000
+    # viewers: volume.zarr lists the annotation and the objects of every class
+    labels = vol["labels"].attrs["ome"]["labels"]
+    assert labels == [*config["classes"], *(f"{c}_objects" for c in config["classes"])]
+    assert json.loads((res / "layers.json").read_text())["volume"] == "volume.zarr"
 
 
 def test_second_run_has_nothing_to_do(repo, local_run):
@@ -170,8 +177,9 @@ def test_a_users_config_file_replaces_the_default(repo, tmp_path):
         "components": 4,
         "evaluate": 2,
         "report": 2,
+        "layers": 2,
         "all": 1,
-        "total": 19,
+        "total": 21,
     }
     assert "results-own/stack_b/report.html" in r.stdout
     assert "results/vnc" not in r.stdout

@@ -2,9 +2,15 @@
 
 Layout written (zarr v3, ZYX, Blosc/Zstd)::
 
-    volume.zarr/            group; attrs: ome (NGFF multiscales of raw), sam4em (metadata)
-    volume.zarr/raw         uint8 raw intensities (see sam4em.io.intensity for the rule)
-    volume.zarr/labels/<c>  uint8 0/1 mask of class c, for each labelled class
+    volume.zarr/              OME-NGFF image; attrs: ome (multiscales of raw), sam4em
+    volume.zarr/raw           uint8 raw intensities (see sam4em.io.intensity for the rule)
+    volume.zarr/raw_2x, ...   viewer levels (2x2 means; sam4em.io.pyramid)
+    volume.zarr/labels        OME labels group listing the label images below
+    volume.zarr/labels/<c>/0  uint8 0/1 mask of class c, for each labelled class; <c> is
+                              an OME label image with its own levels 1, 2, ... (2x2 modes)
+
+The workflow's ``view`` step later lists each class's predicted objects here as well
+(``labels/<c>_objects``, see :mod:`sam4em.postprocess.view`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
 from sam4em import __version__
 from sam4em.config import dataset as dataset_config
@@ -24,8 +31,17 @@ from sam4em.errors import InputDataError
 from sam4em.io.atomic import atomic_directory, check_output_target
 from sam4em.io.intensity import to_uint8, volume_range
 from sam4em.io.labels import ClassMaskSource, open_label_sources
+from sam4em.io.pyramid import pyramid_factors, write_levels
 from sam4em.io.source import VolumeSource, open_source, source_path
-from sam4em.io.zarr_store import VOLUME, create_array, ome_attrs, open_group
+from sam4em.io.zarr_store import (
+    LEVEL0,
+    VOLUME,
+    create_array,
+    open_group,
+    write_image_metadata,
+    write_label_metadata,
+)
+from sam4em.plotting import class_colour
 from sam4em.progress import progress
 
 log = logging.getLogger(__name__)
@@ -142,7 +158,8 @@ def _write_volume(
         raw_arr = create_array(root, "raw", shape, chunks, "uint8")
         lab_group = root.create_group("labels") if labels else None
         lab_arrs = {
-            lab.cls: create_array(lab_group, lab.cls, shape, chunks, "uint8") for lab in labels
+            lab.cls: create_array(lab_group.create_group(lab.cls), LEVEL0, shape, chunks, "uint8")
+            for lab in labels
         }
         counts = dict.fromkeys(lab_arrs, 0)
         seen: dict[int, set[int]] = {id(lab.source): set() for lab in labels}
@@ -168,10 +185,30 @@ def _write_volume(
         for cls, frac in metadata["label_fractions"].items():
             if frac == 0.0:
                 log.warning("dataset %s: class %s has no labelled voxel", name, cls)
-        root.attrs.update(
-            {
-                "ome": ome_attrs(name, ["raw"], ds["voxel_size"]),
-                "sam4em": metadata,
-            }
-        )
+        _write_levels(root, lab_group, config["classes"], ds["voxel_size"], name)
+        root.attrs["sam4em"] = metadata
     return out
+
+
+def raw_paths(shape: tuple[int, ...]) -> list[str]:
+    """The paths of the raw image's levels in a volume store of ZYX ``shape``."""
+    return ["raw", *(f"raw_{f}x" for f in pyramid_factors(shape)[1:])]
+
+
+def _write_levels(
+    root: zarr.Group,
+    labels: zarr.Group | None,
+    classes: list[str],
+    voxel: list[float],
+    name: str,
+) -> None:
+    """The viewer levels and OME metadata of the raw image and of each label image."""
+    shape = root["raw"].shape
+    factors = pyramid_factors(shape)
+    write_levels(root, raw_paths(shape), factors, "mean")
+    write_image_metadata(root, name, raw_paths(shape), voxel, factors, "mean")
+    for cls in sorted(labels.group_keys()) if labels is not None else []:
+        paths = [str(k) for k in range(len(factors))]
+        write_levels(labels[cls], paths, factors, "mode")
+        write_image_metadata(labels[cls], f"{cls} (truth)", paths, voxel, factors, "mode")
+        write_label_metadata(labels, cls, class_colour(classes, cls))

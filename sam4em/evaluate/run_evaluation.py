@@ -20,7 +20,7 @@ from sam4em.evaluate.instance_metrics import contingency, detection, f1, match, 
 from sam4em.evaluate.settings import EvaluationSettings
 from sam4em.evaluate.voxel_metrics import slice_consistency, voxel_scores
 from sam4em.io.atomic import write_bytes_atomic
-from sam4em.io.zarr_store import INSTANCES, PREDICTION, VOLUME, class_array
+from sam4em.io.zarr_store import INSTANCES, PREDICTION, VOLUME, class_array, truth_array
 
 
 def class_metrics(
@@ -62,7 +62,7 @@ def truth_and_mask(
     """Annotation and predicted mask of ``cls`` on the test slices: probabilities cut at
     the class's level (:meth:`EvaluationSettings.level`, what every metric scores)."""
     z = settings.test
-    truth = np.asarray(volume[f"labels/{cls}"][z.start : z.stop]) > 0
+    truth = np.asarray(truth_array(volume, cls)[z.start : z.stop]) > 0
     level = settings.level(cls, pred.attrs.get("thresholds"))
     probs = class_array(pred, str(pred.store), cls)
     return truth, np.asarray(probs[z.start : z.stop]) >= level

@@ -13,6 +13,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from sam4em import __version__
 from sam4em.errors import InputDataError
 
 OME_VERSION = "0.5"
@@ -52,42 +53,82 @@ def create_array(
     )
 
 
-def ngff_multiscales(
-    name: str, paths: Sequence[str], voxel_size: Sequence[float], factors: Sequence[int] = ()
-) -> dict[str, Any]:
-    """OME-NGFF 0.5 ``multiscales`` entry for ZYX levels ``paths`` (level i downsampled
-    in y and x by ``factors[i]``, default 1, each of its voxels the block of f x f level-0
-    voxels it summarises), with physical units in nanometres. A downsampled voxel's centre
-    is the centre of its block, (f - 1) / 2 level-0 voxels from the block's first voxel:
-    that is the level's translation, so the levels overlay exactly in a viewer."""
+AXES = [{"name": axis, "type": "space", "unit": "nanometer"} for axis in "zyx"]
+
+
+def ngff_datasets(
+    paths: Sequence[str], voxel_size: Sequence[float], factors: Sequence[int] = ()
+) -> list[dict[str, Any]]:
+    """OME-NGFF ``datasets`` of ZYX levels ``paths`` (level i downsampled in y and x by
+    ``factors[i]``, default 1, each of its voxels the block of f x f level-0 voxels it
+    summarises) in nanometres. A downsampled voxel's centre is the centre of its block,
+    (f - 1) / 2 level-0 voxels from the block's first voxel: that is the level's
+    translation, so the levels overlay exactly in a viewer."""
     factors = list(factors) or [1] * len(paths)
+    vz, vy, vx = (float(v) for v in voxel_size)
     datasets = []
     for path, f in zip(paths, factors, strict=True):
-        vz, vy, vx = (float(v) for v in voxel_size)
         transforms: list[dict[str, Any]] = [{"type": "scale", "scale": [vz, vy * f, vx * f]}]
         if f != 1:
             shift = [0.0, vy * (f - 1) / 2, vx * (f - 1) / 2]
             transforms.append({"type": "translation", "translation": shift})
         datasets.append({"path": path, "coordinateTransformations": transforms})
-    return {
-        "name": name,
-        "axes": [
-            {"name": "z", "type": "space", "unit": "nanometer"},
-            {"name": "y", "type": "space", "unit": "nanometer"},
-            {"name": "x", "type": "space", "unit": "nanometer"},
-        ],
-        "datasets": datasets,
-    }
+    return datasets
 
 
-def ome_attrs(
-    name: str, paths: Sequence[str], voxel_size: Sequence[float], factors: Sequence[int] = ()
-) -> dict[str, Any]:
-    """The ``ome`` group attribute: OME-NGFF version and one multiscales entry."""
-    return {
-        "version": OME_VERSION,
-        "multiscales": [ngff_multiscales(name, paths, voxel_size, factors)],
-    }
+def write_image_metadata(
+    group: zarr.Group,
+    name: str,
+    paths: Sequence[str],
+    voxel_size: Sequence[float],
+    factors: Sequence[int] = (),
+    downsampling: str = "mean",
+) -> None:
+    """Write the OME-NGFF 0.5 image metadata (one ``multiscales`` entry over ``paths``,
+    see :func:`ngff_datasets`) into ``group``'s ``ome`` attribute, through ome-zarr's
+    writer. ``downsampling`` names how levels were made ("mean" or "mode")."""
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import write_multiscales_metadata
+
+    method = {"mean": "2x2 block mean per level", "mode": "2x2 block mode per level"}
+    write_multiscales_metadata(
+        group,
+        ngff_datasets(paths, voxel_size, factors),
+        fmt=FormatV05(),
+        axes=AXES,
+        name=name,
+        metadata={"method": method[downsampling], "sam4em_version": __version__},
+    )
+    # ome-zarr's writer has no argument for the optional "type" (the downsampling kind)
+    ome = dict(group.attrs["ome"])
+    ome["multiscales"] = [{**ome["multiscales"][0], "type": downsampling}]
+    group.attrs["ome"] = ome
+
+
+def write_label_metadata(
+    labels: zarr.Group,
+    name: str,
+    rgb: Sequence[float] | None = None,
+    source: str = "../../",
+) -> None:
+    """List the label image ``labels[name]`` in the ``labels`` group's OME metadata (once)
+    and mark it as an ``image-label`` of the image at ``source`` (relative to the label
+    image), its foreground value 1 drawn in ``rgb`` (0-1 floats) when given; without
+    ``rgb`` (instance ids) viewers pick their own colours."""
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import write_label_metadata as write_image_label
+
+    colours = None
+    if rgb is not None:
+        colours = [{"label-value": 1, "rgba": [round(255 * c) for c in rgb] + [255]}]
+    listed = list(dict(labels.attrs.get("ome", {})).get("labels", []))
+    write_image_label(labels, name, colors=colours, fmt=FormatV05(), source={"image": source})
+    # the writer appends the name even when listed, and leaves out the labels group's own
+    # "version" that OME-NGFF 0.5 requires (ome-zarr-models refuses the group without it)
+    ome = dict(labels.attrs["ome"])
+    ome["labels"] = listed if name in listed else [*listed, name]
+    ome["version"] = OME_VERSION
+    labels.attrs["ome"] = ome
 
 
 def open_group(path: str | Path, mode: str = "r") -> zarr.Group:
@@ -142,3 +183,8 @@ def class_array(root: zarr.Group, path: str | os.PathLike[str], cls: str) -> zar
         held = sorted(k for k in root.group_keys() if LEVEL0 in root[k])
         raise InputDataError(f"{path}: has no class '{cls}' (it holds {', '.join(held) or 'none'})")
     return root[f"{cls}/{LEVEL0}"]
+
+
+def truth_array(volume: zarr.Group, cls: str) -> zarr.Array:
+    """The level-0 annotation mask of class ``cls`` in an opened volume store."""
+    return volume[f"labels/{cls}/{LEVEL0}"]

@@ -3,7 +3,8 @@
 The class's mask (probabilities at or above its threshold) is cleaned up
 (:mod:`sam4em.postprocess.cleanup`) before labelling, and objects below its smallest
 size (``min_voxels`` / ``min_volume_nm3``) or z extent are dropped. Writes
-``instances.zarr/{class}`` (uint32, or uint64 beyond 2^32 - 1 objects) and
+``instances.zarr/{class}`` (uint32, or uint64 beyond 2^32 - 1 objects; viewer levels by
+2x2 mode, :mod:`sam4em.io.pyramid`) and
 ``objects/{class}.csv`` (id, voxels, volume in nm^3, bounding box, centroid in voxels
 and nm). A uint64 scratch array next to the output holds the provisional labels and is
 removed at the end; the class array appears under its final name only when complete.
@@ -25,13 +26,14 @@ from sam4em.io.atomic import (
     remove_leftovers,
     write_bytes_atomic,
 )
+from sam4em.io.pyramid import pyramid_factors, write_levels
 from sam4em.io.zarr_store import (
     LEVEL0,
     PREDICTION,
     class_array,
     create_array,
-    ome_attrs,
     open_group,
+    write_image_metadata,
 )
 from sam4em.postprocess.block_components import blockwise_components
 from sam4em.postprocess.cleanup import cleaned_reader
@@ -87,7 +89,10 @@ def components_for_class(
                 min_z=settings.min_z,
                 progress=lambda _: bar.update(1),
             )
-        group.attrs["ome"] = ome_attrs(cls, [LEVEL0], voxel)
+        factors = pyramid_factors(shape)
+        paths = [str(k) for k in range(len(factors))]
+        write_levels(group, paths, factors, "mode")
+        write_image_metadata(group, f"{cls} objects", paths, voxel, factors, "mode")
         group.attrs["sam4em"] = {
             "threshold": level / 255,
             "objects": len(table),

@@ -2,7 +2,8 @@
 
 Layout: ``pred.zarr/{class}/0`` holds per-class probabilities as uint8 (0..255, that is
 round(255 p)), chunked like ``inference.chunks`` so block cores own whole chunks;
-``stitch`` adds ``{class}/1``, a 4x downsampled level for viewers. ``stitch`` also marks
+``stitch`` adds the viewer levels ``{class}/1``, ``{class}/2``, ... (2x2 means, each
+level half the one before, :mod:`sam4em.io.pyramid`). ``stitch`` also marks
 the store ``complete`` once every block is done from one model and one import of the
 volume; a block job that writes into it clears the mark, and the later stages refuse a
 store without it.
@@ -19,7 +20,7 @@ import zarr
 
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import create_directory_once
-from sam4em.io.zarr_store import LEVEL0, create_array, ome_attrs, open_group
+from sam4em.io.zarr_store import LEVEL0, create_array, open_group, write_image_metadata
 
 
 def store_identity(volume_shape: Sequence[int], chunks: Sequence[int], classes: list[str]) -> dict:
@@ -44,7 +45,7 @@ def ensure_pred_store(
         for cls in identity["classes"]:
             group = root.create_group(cls)
             create_array(group, LEVEL0, identity["shape"], identity["chunks"], "uint8")
-            group.attrs["ome"] = ome_attrs(cls, [LEVEL0], voxel_size)
+            write_image_metadata(group, cls, [LEVEL0], voxel_size)
 
     create_directory_once(path, build)
     root = open_group(path, mode="r+")

@@ -1,7 +1,8 @@
 """Finish a prediction store: check every block is done, add a viewer level, summarise.
 
-Writes ``{class}/1`` (mean-pooled 4x in y and x) with OME-NGFF metadata for both levels,
-consolidates the zarr metadata, and draws a quick-look PNG of a few slices.
+Writes each class's viewer levels ``{class}/1``, ``{class}/2`` ... (:mod:`sam4em.io.pyramid`)
+with OME-NGFF metadata for all levels, consolidates the zarr metadata, and draws a
+quick-look PNG of a few slices.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from sam4em.blocks.plan import load_plan
 from sam4em.config import probability_level
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
-from sam4em.io.zarr_store import LEVEL0, PREDICTION, VOLUME, create_array, ome_attrs
+from sam4em.io.pyramid import pyramid_factors, write_levels
+from sam4em.io.zarr_store import LEVEL0, PREDICTION, VOLUME, write_image_metadata
 from sam4em.predict.pred_store import mark_complete
 from sam4em.predict.quicklook import draw_quicklook
-
-FACTOR = 4
 
 
 def _one_source(
@@ -42,14 +42,6 @@ def _one_source(
             "of the volume; predict them again"
         )
     return {"model": models[0] if models else "", "volume": volume_id}
-
-
-def _downsample(data: np.ndarray, f: int) -> np.ndarray:
-    z, h, w = data.shape
-    ph, pw = -h % f, -w % f
-    padded = np.pad(data.astype(np.float32), ((0, 0), (0, ph), (0, pw)), mode="edge")
-    pooled = padded.reshape(z, (h + ph) // f, f, (w + pw) // f, f).mean(axis=(2, 4))
-    return np.rint(pooled).astype(np.uint8)
 
 
 def stitch(
@@ -84,17 +76,15 @@ def stitch(
         group = root[cls]
         level0 = group[LEVEL0]
         shape = level0.shape
-        small = (shape[0], -(-shape[1] // FACTOR), -(-shape[2] // FACTOR))
-        if "1" in group:
-            del group["1"]
-        level1 = create_array(group, "1", small, (1, 256, 256), "uint8")
         total, above = 0.0, 0
         for z in range(shape[0]):
             plane = np.asarray(level0[z])
-            level1[z] = _downsample(plane[None], FACTOR)[0]
             total += float(plane.mean())
             above += int((plane >= levels[cls]).sum())
-        group.attrs["ome"] = ome_attrs(cls, [LEVEL0, "1"], voxel, [1, FACTOR])
+        factors = pyramid_factors(shape)
+        paths = [str(k) for k in range(len(factors))]
+        write_levels(group, paths, factors, "mean")
+        write_image_metadata(group, cls, paths, voxel, factors, "mean")
         stats[cls] = {
             "mean_probability": round(total / shape[0] / 255, 5),
             "threshold": round(levels[cls] / 255, 4),

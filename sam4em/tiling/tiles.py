@@ -29,7 +29,7 @@ import numpy as np
 
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import atomic_directory, check_output_target
-from sam4em.io.zarr_store import TILES, VOLUME, create_array, open_group
+from sam4em.io.zarr_store import TILES, VOLUME, create_array, open_group, truth_array
 from sam4em.progress import progress
 from sam4em.tiling.resample import resample, scaled_plane
 from sam4em.tiling.settings import TilingSettings
@@ -76,6 +76,7 @@ def write_tiles(
             f"{volume}: split {split} slices {slices.start}-{slices.stop - 1} are outside the "
             f"volume ({nz} slices)"
         )
+    truth = {cls: truth_array(root, cls) for cls in labelled}
     lattice, scale = tiling.lattice, tiling.scale
     size, stride = lattice.tile, lattice.stride
     scaled_yx = scaled_plane(raw.shape, scale)
@@ -102,7 +103,7 @@ def write_tiles(
             lab = np.zeros((n_classes, *img.shape), np.uint8)
             for ci, cls in enumerate(classes):
                 if cls in labelled and z in slices:
-                    mask = rescale_slice(np.asarray(root["labels"][cls][z]), scale, True)
+                    mask = rescale_slice(np.asarray(truth[cls][z]), scale, True)
                     lab[ci] = _pad_to(mask, size)
             idx = si * per_slice
             tile_imgs = np.stack([img[y : y + size, x : x + size] for y in ys for x in xs])

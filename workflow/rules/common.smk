@@ -69,15 +69,18 @@ def model_for(dataset):
 
 def dataset_targets(dataset):
     """Every final output of one dataset: its report when it has labels and a test
-    split, else its predictions and instances (nothing without a model)."""
+    split, else its predictions and instances, and its viewer layers (nothing but tiles
+    without a model)."""
     ds = config["datasets"][dataset]
     tiles = expand(f"{R}/{dataset}/tiles/{{split}}.zarr", split=labelled_splits(dataset))
     if not model_for(dataset):
         return tiles
+    layers = f"{R}/{dataset}/layers.json"
     if ds.get("labels") and "test" in (ds.get("split") or {}):
-        return [*tiles, f"{R}/{dataset}/report.html"]
+        return [*tiles, f"{R}/{dataset}/report.html", layers]
     return [
         *tiles,
         f"{R}/{dataset}/predictions.json",
         *expand(f"{R}/{dataset}/objects/{{cls}}.csv", cls=config["classes"]),
+        layers,
     ]

@@ -68,3 +68,25 @@ rule report:
         "{SAM4EM} report --config {CONFIG_FILE:q} --dataset {wildcards.dataset:q}"
         " --results {params.results:q} --out {output.html:q}"
         " --figures {params.figures:q} > {log:q} 2>&1"
+
+
+# Viewers: volume.zarr's OME labels group lists each class's objects (a link into
+# instances.zarr) beside its annotation; layers.json is the marker that it is done.
+rule layers:
+    input:
+        volume=res("volume.zarr"),
+        predictions=res("predictions.json"),
+        objects=expand(res("objects", "{cls}.csv", dataset="{{dataset}}"), cls=config["classes"]),
+    output:
+        res("layers.json"),
+    params:
+        pred=res("pred.zarr"),
+        instances=res("instances.zarr"),
+    log:
+        f"{R}/logs/{{dataset}}/layers.log",
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "{SAM4EM} layers --volume {input.volume:q} --pred {params.pred:q}"
+        " --instances {params.instances:q} --out {output:q} > {log:q} 2>&1"

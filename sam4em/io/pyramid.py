@@ -1,0 +1,89 @@
+"""Multiscale levels for viewers.
+
+Each level halves y and x of the one before (z keeps its sections), until the largest
+side fits a screen. Intensities and probabilities are averaged over each 2 x 2 block;
+label images take the block's most frequent value, so every id in a level exists at
+level 0. Levels are written tile by tile from level 0, so no whole volume is ever in
+memory, and the OME-NGFF metadata (:func:`sam4em.io.zarr_store.write_image_metadata`)
+places each level's voxels on the centres of the level-0 blocks they summarise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+import zarr
+
+from sam4em.io.zarr_store import create_array
+
+#: levels are added until the largest y/x side is at most this many voxels
+SCREEN = 512
+#: the level-0 tile edge read at once (times the largest factor, rounded up)
+TILE = 2048
+
+Downsampling = Literal["mean", "mode"]
+
+
+def pyramid_factors(shape: Sequence[int], screen: int = SCREEN) -> list[int]:
+    """The y/x downsampling factors 1, 2, 4, ... of the levels of a ZYX ``shape``: the
+    last is the first whose level is at most ``screen`` voxels on its longest side."""
+    factors = [1]
+    while -(-max(int(shape[1]), int(shape[2])) // factors[-1]) > screen:
+        factors.append(factors[-1] * 2)
+    return factors
+
+
+def halve(data: np.ndarray, how: Downsampling) -> np.ndarray:
+    """``data`` (z, y, x) at half the y/x size (rounded up; odd edges repeat their last
+    row/column): the rounded mean of each 2 x 2 block, or its most frequent value (the
+    first of the block in y-major order on ties)."""
+    padded = np.pad(data, ((0, 0), (0, data.shape[1] % 2), (0, data.shape[2] % 2)), mode="edge")
+    quads = np.stack([padded[:, i::2, j::2] for i in (0, 1) for j in (0, 1)])
+    if how == "mean":
+        return np.rint(quads.astype(np.float32).mean(axis=0)).astype(data.dtype)
+    counts = (quads[:, None] == quads[None]).sum(axis=1)
+    pick = counts.argmax(axis=0)
+    return np.take_along_axis(quads, pick[None], axis=0)[0]
+
+
+def level_shape(shape: Sequence[int], factor: int) -> tuple[int, int, int]:
+    """The ZYX shape of the level ``factor`` of a level-0 ``shape``."""
+    return (int(shape[0]), -(-int(shape[1]) // factor), -(-int(shape[2]) // factor))
+
+
+def write_levels(
+    group: zarr.Group,
+    paths: Sequence[str],
+    factors: Sequence[int],
+    how: Downsampling,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """(Re)create ``group[paths[k]]`` for k >= 1 as level ``factors[k]`` of the array
+    ``group[paths[0]]``, reading level 0 one tile (all z of one z chunk, ``TILE`` voxels
+    in y and x, aligned to the largest factor) at a time."""
+    level0 = group[paths[0]]
+    shape, chunks = level0.shape, level0.chunks
+    for path in paths[1:]:
+        if path in group:
+            del group[path]
+    levels = [
+        create_array(group, p, level_shape(shape, f), chunks, level0.dtype)
+        for p, f in zip(paths[1:], factors[1:], strict=True)
+    ]
+    if not levels:
+        return
+    top = int(factors[-1])
+    edge = -(-TILE // top) * top
+    for z0 in range(0, shape[0], chunks[0]):
+        z1 = min(z0 + chunks[0], shape[0])
+        for y0 in range(0, shape[1], edge):
+            for x0 in range(0, shape[2], edge):
+                data = np.asarray(level0[z0:z1, y0 : y0 + edge, x0 : x0 + edge])
+                for arr, f in zip(levels, factors[1:], strict=True):
+                    data = halve(data, how)
+                    ys, xs = y0 // f, x0 // f
+                    arr[z0:z1, ys : ys + data.shape[1], xs : xs + data.shape[2]] = data
+        if progress is not None:
+            progress(z1 - z0)

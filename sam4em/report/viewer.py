@@ -1,0 +1,162 @@
+"""Looking at a dataset's results in napari and neuroglancer.
+
+:func:`write_layers` (the workflow's ``layers`` step, after every class's components)
+makes ``volume.zarr`` the one OME-Zarr image a viewer opens: its ``labels`` group lists
+the annotation of each labelled class and, as ``{class}_objects``, each class's predicted
+objects: a label image whose level arrays are relative symbolic links to those of
+``instances.zarr/{class}``, so nothing is copied and the results folder can move as a
+whole. It also lists the classes in ``instances.zarr``'s
+root (one job per class writes them, so no class job can) and writes ``layers.json``:
+every layer of the dataset (image or segmentation, path relative to the results folder).
+
+:func:`neuroglancer_url` turns those layers into a neuroglancer link for data served by
+:func:`serve` (plain HTTP with CORS, from the results folder) and :func:`napari_command`
+into the command that opens the same layers in napari.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import urllib.parse
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from sam4em.errors import InputDataError
+from sam4em.io.atomic import write_json_atomic
+from sam4em.io.zarr_store import INSTANCES, LEVEL0, PREDICTION, VOLUME, write_label_metadata
+
+#: the file :func:`write_layers` writes into a dataset's results folder
+LAYERS = "layers.json"
+#: the public neuroglancer client the links open (any other deployment works the same)
+NEUROGLANCER = "https://neuroglancer-demo.appspot.com"
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _link_label_image(labels: zarr.Group, name: str, objects: zarr.Group, at: Path) -> None:
+    """Make ``labels[name]`` (folder ``at``) a label image whose levels are relative
+    symbolic links to the level arrays of the instance group ``objects``. The group
+    itself is real, so readers that resolve links (ome-zarr) still see it under the
+    image, with its own name."""
+    _remove(at)
+    group = labels.create_group(name)
+    group.attrs["ome"] = dict(objects.attrs["ome"])
+    target = Path(str(objects.store.root)) / objects.path  # type: ignore[attr-defined]
+    for dataset in objects.attrs["ome"]["multiscales"][0]["datasets"]:
+        level = target / dataset["path"]
+        os.symlink(os.path.relpath(level, at), at / dataset["path"], target_is_directory=True)
+    write_label_metadata(labels, name, None)
+
+
+def write_layers(
+    volume: str | os.PathLike[str],
+    pred: str | os.PathLike[str],
+    instances: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+) -> dict[str, Any]:
+    """List each class's objects as a label image of ``volume`` (see the module
+    docstring) and write the layers record ``out``; returns it."""
+    volume, pred, instances = Path(volume), Path(pred), Path(instances)
+    root = VOLUME.open(volume, mode="r+")
+    meta = root.attrs["sam4em"]
+    classes: list[str] = list(meta["classes"])
+    inst_root = INSTANCES.open(instances, mode="r+")
+    found = [c for c in classes if c in inst_root and LEVEL0 in inst_root[c]]
+    if not found:
+        raise InputDataError(f"{instances}: holds no class yet; run the components step first")
+    inst_root.attrs["sam4em"] = {**inst_root.attrs["sam4em"], "classes": found}
+    labels = root.require_group("labels")
+    for cls in found:
+        at = volume / "labels" / f"{cls}_objects"
+        _link_label_image(labels, f"{cls}_objects", inst_root[cls], at)
+    pred_classes = PREDICTION.open(pred).attrs["sam4em"]["classes"]
+    base = volume.parent
+    layers = [{"name": "raw", "kind": "image", "path": _rel(volume, base)}]
+    layers += [
+        {"name": f"{c} probability", "kind": "image", "path": _rel(pred / c, base)}
+        for c in pred_classes
+    ]
+    layers += [
+        {"name": f"{c} truth", "kind": "segmentation", "path": _rel(volume / "labels" / c, base)}
+        for c in meta.get("labelled_classes", [])
+    ]
+    layers += [
+        {"name": f"{c} objects", "kind": "segmentation", "path": _rel(instances / c, base)}
+        for c in found
+    ]
+    record = {"dataset": meta.get("dataset", ""), "volume": _rel(volume, base), "layers": layers}
+    write_json_atomic(out, record)
+    return record
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def read_layers(results: str | os.PathLike[str]) -> dict[str, Any]:
+    """The layers record of a dataset's results folder; an InputDataError when absent."""
+    path = Path(results) / LAYERS
+    if not path.is_file():
+        raise InputDataError(
+            f"{results}: no {LAYERS}; run the workflow for this dataset first "
+            f"(snakemake ... {path})"
+        )
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise InputDataError(f"{path}: not a layers file ({exc})") from None
+
+
+def neuroglancer_url(record: dict[str, Any], data_url: str, client: str = NEUROGLANCER) -> str:
+    """A neuroglancer link showing every layer of ``record``, read from ``data_url`` (the
+    results folder as served, e.g. by :func:`serve`); probabilities start hidden."""
+    layers = []
+    for layer in record["layers"]:
+        image = layer["kind"] == "image"
+        entry = {
+            "type": "image" if image else "segmentation",
+            "source": f"zarr3://{data_url.rstrip('/')}/{layer['path']}/",
+            "name": layer["name"],
+        }
+        if image and layer["name"] != "raw":
+            entry["visible"] = False
+        layers.append(entry)
+    state = {"layers": layers, "layout": "xy", "selectedLayer": {"layer": "raw"}}
+    return f"{client}/#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")))
+
+
+def napari_command(record: dict[str, Any], results: str | os.PathLike[str]) -> str:
+    """The shell command that opens the dataset's volume (raw, truth and objects as label
+    layers) in napari through the napari-ome-zarr reader."""
+    path = Path(results) / record["volume"]
+    return f"napari --plugin napari-ome-zarr '{path}'"
+
+
+class _CorsHandler(SimpleHTTPRequestHandler):
+    """Static files with the header that lets a neuroglancer page on another origin
+    read them; no request log lines."""
+
+    def end_headers(self) -> None:
+        self.send_header("Access-Control-Allow-Origin", "*")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+def serve(results: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0):
+    """An HTTP server (not yet serving: call ``serve_forever``) of the folder ``results``
+    with CORS, on ``host``:``port`` (0: any free port; see ``server_address``)."""
+    handler = functools.partial(_CorsHandler, directory=str(results))
+    return ThreadingHTTPServer((host, port), handler)
