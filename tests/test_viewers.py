@@ -143,7 +143,9 @@ def test_view_prints_napari_command_and_neuroglancer_link(results):
     r = run_cli("view", str(res))
     assert r.returncode == 0, r.stderr
     lines = dict(line.split(":", 1) for line in r.stdout.splitlines() if ":" in line[:14])
-    assert str(res / "volume.zarr") in lines["napari"] and "napari-ome-zarr" in lines["napari"]
+    napari = lines["napari"].split()
+    assert napari[:3] == ["napari", "--plugin", "napari-ome-zarr"]
+    assert napari[3:] == [str(res / p) for p in ("volume.zarr", "pred.zarr/mito", "pred.zarr/glia")]
     url = lines["neuroglancer"].strip()
     state = json.loads(urllib.parse.unquote(url.split("#!", 1)[1]))
     kinds = {layer["name"]: layer["type"] for layer in state["layers"]}

@@ -97,6 +97,13 @@ def test_local_run_writes_every_stage(local_run):
     labels = vol["labels"].attrs["ome"]["labels"]
     assert labels == [*config["classes"], *(f"{c}_objects" for c in config["classes"])]
     assert json.loads((res / "layers.json").read_text())["volume"] == "volume.zarr"
+    from ome_zarr_models.v05.image import Image
+
+    image = Image.from_zarr(zarr.open_group(str(res / "volume.zarr"), mode="r"))
+    assert image.labels is not None and image.labels.ome_attributes.labels == labels
+    for cls in config["classes"]:  # probabilities: every level, each half the one before
+        ms = Image.from_zarr(pred[cls]).ome_attributes.multiscales[0]
+        assert [d.path for d in ms.datasets] == ["0", "1"]
 
 
 def test_second_run_has_nothing_to_do(repo, local_run):

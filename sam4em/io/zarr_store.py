@@ -86,18 +86,24 @@ def write_image_metadata(
 ) -> None:
     """Write the OME-NGFF 0.5 image metadata (one ``multiscales`` entry over ``paths``,
     see :func:`ngff_datasets`) into ``group``'s ``ome`` attribute, through ome-zarr's
-    writer. ``downsampling`` names how levels were made ("mean" or "mode")."""
+    writer. ``downsampling`` names how levels were made: "mean" for intensity images
+    (which also get an ``omero`` display window of 0-255), "mode" for label images."""
     from ome_zarr.format import FormatV05
     from ome_zarr.writer import write_multiscales_metadata
 
     method = {"mean": "2x2 block mean per level", "mode": "2x2 block mode per level"}
+    metadata: dict[str, Any] = {"method": method[downsampling], "sam4em_version": __version__}
+    if downsampling == "mean":  # an intensity image (uint8): its display window
+        window = {"min": 0, "max": 255, "start": 0, "end": 255}
+        channel = {"label": name, "color": "FFFFFF", "window": window, "active": True}
+        metadata["omero"] = {"channels": [channel], "rdefs": {"model": "greyscale"}}
     write_multiscales_metadata(
         group,
         ngff_datasets(paths, voxel_size, factors),
         fmt=FormatV05(),
         axes=AXES,
         name=name,
-        metadata={"method": method[downsampling], "sam4em_version": __version__},
+        metadata=metadata,
     )
     # ome-zarr's writer has no argument for the optional "type" (the downsampling kind)
     ome = dict(group.attrs["ome"])

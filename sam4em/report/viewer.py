@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import shutil
 import urllib.parse
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -137,10 +138,15 @@ def neuroglancer_url(record: dict[str, Any], data_url: str, client: str = NEUROG
 
 
 def napari_command(record: dict[str, Any], results: str | os.PathLike[str]) -> str:
-    """The shell command that opens the dataset's volume (raw, truth and objects as label
-    layers) in napari through the napari-ome-zarr reader."""
-    path = Path(results) / record["volume"]
-    return f"napari --plugin napari-ome-zarr '{path}'"
+    """The shell command that opens every layer in napari through the napari-ome-zarr
+    reader: the volume (raw, with truth and objects as label layers) and each class's
+    probabilities."""
+    paths = [record["volume"]] + [
+        layer["path"] for layer in record["layers"] if layer["name"].endswith(" probability")
+    ]
+    return "napari --plugin napari-ome-zarr " + " ".join(
+        shlex.quote(str(Path(results) / p)) for p in paths
+    )
 
 
 class _CorsHandler(SimpleHTTPRequestHandler):
