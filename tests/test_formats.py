@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -123,6 +124,9 @@ def test_round_trip(tmp_path, kind, dtype):
     assert "synapse" not in root["labels"]  # not configured for this dataset
     assert root["raw"].chunks == (2, 16, 16)
     assert root.attrs["sam4em"]["raw_dtype"] == dtype
+    # where the data came from, absolute: the record still holds when read from elsewhere
+    assert root.attrs["sam4em"]["raw_source"] == os.path.abspath(raw_spec)
+    assert os.path.isabs(root.attrs["sam4em"]["label_sources"]["glia"])
 
 
 def test_per_class_mask_sources(tmp_path):

@@ -32,7 +32,7 @@ from sam4em.io.atomic import atomic_directory, check_output_target
 from sam4em.io.intensity import to_uint8, volume_range
 from sam4em.io.labels import ClassMaskSource, open_label_sources
 from sam4em.io.pyramid import pyramid_factors, write_levels
-from sam4em.io.source import VolumeSource, open_source, source_path
+from sam4em.io.source import VolumeSource, absolute_spec, open_source, source_path
 from sam4em.io.zarr_store import (
     LEVEL0,
     VOLUME,
@@ -148,10 +148,10 @@ def _write_volume(
         "labelled_classes": [lab.cls for lab in labels],
         "voxel_size_nm": ds["voxel_size"],
         "split": ds.get("split") or {},
-        "raw_source": str(ds["raw"]),
+        "raw_source": absolute_spec(ds["raw"]),
         "raw_dtype": str(raw.dtype),
         "raw_range": list(raw_range),
-        "label_sources": {lab.cls: lab.source.name for lab in labels},
+        "label_sources": {lab.cls: absolute_spec(lab.source.name) for lab in labels},
     }
     with atomic_directory(out, VOLUME) as tmp:
         root = open_group(tmp, mode="w")
@@ -205,10 +205,13 @@ def _write_levels(
     """The viewer levels and OME metadata of the raw image and of each label image."""
     shape = root["raw"].shape
     factors = pyramid_factors(shape)
-    write_levels(root, raw_paths(shape), factors, "mean")
-    write_image_metadata(root, name, raw_paths(shape), voxel, factors, "mean")
-    for cls in sorted(labels.group_keys()) if labels is not None else []:
-        paths = [str(k) for k in range(len(factors))]
-        write_levels(labels[cls], paths, factors, "mode")
-        write_image_metadata(labels[cls], f"{cls} (truth)", paths, voxel, factors, "mode")
-        write_label_metadata(labels, cls, class_colour(classes, cls))
+    truth = sorted(labels.group_keys()) if labels is not None else []
+    total = shape[0] * (1 + len(truth))
+    with progress(total=total, desc=f"levels {name}", unit="slice", leave=False) as bar:
+        write_levels(root, raw_paths(shape), factors, "mean", bar.update)
+        write_image_metadata(root, name, raw_paths(shape), voxel, factors, "mean")
+        for cls in truth:
+            paths = [str(k) for k in range(len(factors))]
+            write_levels(labels[cls], paths, factors, "mode", bar.update)
+            write_image_metadata(labels[cls], f"{cls} (truth)", paths, voxel, factors, "mode")
+            write_label_metadata(labels, cls, class_colour(classes, cls))

@@ -94,6 +94,13 @@ def source_path(spec: str | os.PathLike[str]) -> Path:
     return Path(text)
 
 
+def absolute_spec(spec: str | os.PathLike[str]) -> str:
+    """``spec`` with its file or folder made absolute (against the current folder), so a
+    record of where data came from still names it when read from elsewhere."""
+    text = os.fspath(spec)
+    return text if source_path(text).is_absolute() else os.path.join(os.getcwd(), text)
+
+
 def open_source(spec: str | os.PathLike[str]) -> VolumeSource:
     """Open the volume named by ``spec`` (see the module docstring for the forms)."""
     text = os.fspath(spec).rstrip("/") or os.fspath(spec)

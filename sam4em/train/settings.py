@@ -18,6 +18,7 @@ class StageSettings:
     batch_size: int
     lr: float
     lora_lr: float  # 0 freezes the encoder's trained part (LoRA or full encoder)
+    memory_lr: float  # stage 2: the memory encoder and attention (trained from scratch)
     weight_decay: float
     warmup_steps: int
     grad_clip: float
@@ -46,6 +47,7 @@ def stage_settings(config: dict[str, Any], stage: int) -> StageSettings:
         batch_size=s["batch_size"],
         lr=s["lr"],
         lora_lr=lora_lr,
+        memory_lr=s["memory_lr"] if s.get("memory_lr") is not None else s["lr"],
         weight_decay=train["weight_decay"],
         warmup_steps=s["warmup_steps"],
         grad_clip=train["grad_clip"],

@@ -53,13 +53,15 @@ class TrainResult:
 
 
 def _param_groups(model: SAM4EM, s: StageSettings) -> list[dict[str, Any]]:
-    encoder, rest = [], []
+    encoder, memory, rest = [], [], []
     for name, p in model.named_parameters():
         if not model.is_trained(name):
             p.requires_grad = False
             continue
-        if s.stage == 1 and name.startswith("memory_"):
-            p.requires_grad = False  # stage 1: memory off
+        if name.startswith("memory_"):
+            p.requires_grad = s.stage == 2  # stage 1: memory off
+            if p.requires_grad:
+                memory.append(p)
         elif name.startswith("image_encoder."):
             p.requires_grad = s.lora_lr > 0
             if p.requires_grad:
@@ -68,8 +70,9 @@ def _param_groups(model: SAM4EM, s: StageSettings) -> list[dict[str, Any]]:
             p.requires_grad = True
             rest.append(p)
     groups = [{"params": rest, "lr": s.lr, "base_lr": s.lr}]
-    if encoder:
-        groups.append({"params": encoder, "lr": s.lora_lr, "base_lr": s.lora_lr})
+    for params, lr in ((memory, s.memory_lr), (encoder, s.lora_lr)):
+        if params:
+            groups.append({"params": params, "lr": lr, "base_lr": lr})
     return groups
 
 
