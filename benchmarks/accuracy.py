@@ -41,7 +41,7 @@ import yaml
 from sam4em.config import validate_config
 from sam4em.data.importer import import_dataset
 from sam4em.evaluate.run_evaluation import class_metrics
-from sam4em.io.zarr_store import open_group
+from sam4em.io.zarr_store import open_group, truth_array
 from sam4em.model.checkpoint import load_checkpoint
 from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
 from sam4em.tiling.settings import TilingSettings
@@ -119,7 +119,7 @@ class Bench:
         root = open_group(self.volume)
         self.raw = np.asarray(root["raw"])
         self.labels = {
-            c: np.asarray(root[f"labels/{c}"][TEST[0] : TEST[1]]) > 0 for c in config["classes"]
+            c: np.asarray(truth_array(root, c)[TEST[0] : TEST[1]]) > 0 for c in config["classes"]
         }
         self._tiles: dict[float, dict[str, str]] = {}
 
