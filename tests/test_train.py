@@ -253,3 +253,26 @@ def test_z_reversal_flips_sequences_only():
     assert {tuple(augment(images, labels, off, rng)[0][:, 0, 0]) for _ in range(20)} == {
         (0, 1, 2, 3)
     }
+
+
+def test_memory_modules_learn_at_their_own_rate_in_stage_2_only(vnc_tiles):
+    from sam4em.model.model_config import model_config_from
+    from sam4em.model.sam4em_model import build_model
+    from sam4em.train.settings import stage_settings
+    from sam4em.train.trainer import _param_groups
+
+    config = load_config(vnc_tiles[1])
+    config["train"]["stage2"]["memory_lr"] = 3e-3
+    model = build_model(model_config_from(config))
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = _param_groups(model, stage_settings(config, 2))
+    memory = [g for g in groups if all(names[id(p)].startswith("memory_") for p in g["params"])]
+    assert len(memory) == 1 and memory[0]["lr"] == 3e-3
+    others = [names[id(p)] for g in groups if g is not memory[0] for p in g["params"]]
+    assert others and not any(n.startswith("memory_") for n in others)
+    assert groups[0]["lr"] == config["train"]["stage2"]["lr"]
+    # stage 1 trains no memory parameter; null memory_lr means the stage's lr
+    groups = _param_groups(model, stage_settings(config, 1))
+    assert not any(names[id(p)].startswith("memory_") for g in groups for p in g["params"])
+    config["train"]["stage2"]["memory_lr"] = None
+    assert stage_settings(config, 2).memory_lr == config["train"]["stage2"]["lr"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import threading
 import urllib.parse
 import urllib.request
@@ -183,3 +184,64 @@ def test_served_folder_is_readable_from_another_origin(results):
     finally:
         server.shutdown()
         server.server_close()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _neuroglancer_screenshot(res, layer_names):
+    """What neuroglancer draws of ``layer_names`` from the `sam4em view` link's state:
+    the neuroglancer package's own client in headless Chromium (software WebGL), the data
+    read over HTTP from the served results folder; (H, W, 4) uint8."""
+    import neuroglancer
+
+    from sam4em.report.viewer import neuroglancer_url, read_layers, serve
+
+    server = serve(res, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    record = read_layers(res)
+    record["layers"] = [layer for layer in record["layers"] if layer["name"] in layer_names]
+    data = f"http://127.0.0.1:{server.server_address[1]}"
+    link = neuroglancer_url(record, data, client="")
+    state = json.loads(urllib.parse.unquote(link.split("#!", 1)[1]))
+    neuroglancer.set_server_bind_address("127.0.0.1")
+    viewer = neuroglancer.Viewer()
+    viewer.set_state(neuroglancer.ViewerState(state))
+    flags = ["--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+             "--window-size=800,600", "--remote-debugging-port=0"]  # fmt: skip
+    browser = subprocess.Popen([CHROMIUM, *flags, viewer.get_viewer_url()],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    shots = []
+    worker = threading.Thread(target=lambda: shots.append(viewer.screenshot(size=[800, 600])))
+    worker.daemon = True
+    try:
+        worker.start()
+        worker.join(timeout=180)
+        assert shots, "neuroglancer sent no screenshot within 180 s"
+    finally:
+        browser.kill()
+        browser.wait()
+        server.shutdown()
+        server.server_close()
+    return shots[0].screenshot.image_pixels
+
+
+def _coloured(pixels):
+    """Pixels that are neither grey (EM) nor the viewer's own lines: (N, 3) RGB."""
+    rgb = pixels[..., :3].astype(int)
+    saturated = rgb.max(axis=-1) - rgb.min(axis=-1) > 60
+    return rgb[saturated]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by `make test`")
+def test_neuroglancer_draws_the_objects_over_the_em(results):
+    res, _ = results
+    em = _neuroglancer_screenshot(res, {"raw"})
+    both = _neuroglancer_screenshot(res, {"raw", "mito objects"})
+    grey = np.abs(em[..., 0].astype(int) - em[..., 1]) < 8
+    assert grey.mean() > 0.9  # the EM (and the background around it) was drawn
+    before, after = _coloured(em), _coloured(both)
+    # three discs of about 60 x 75 screen pixels each, in colours of their own
+    assert len(after) - len(before) > 5000, (len(before), len(after))
+    colours, counts = np.unique(after // 32, axis=0, return_counts=True)
+    assert (counts > 500).sum() >= 3, dict(zip(map(tuple, colours), counts, strict=True))

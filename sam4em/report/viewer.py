@@ -21,6 +21,7 @@ import json
 import os
 import shlex
 import shutil
+import sys
 import urllib.parse
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,7 +36,7 @@ from sam4em.io.zarr_store import INSTANCES, LEVEL0, PREDICTION, VOLUME, write_la
 #: the file :func:`write_layers` writes into a dataset's results folder
 LAYERS = "layers.json"
 #: the public neuroglancer client the links open (any other deployment works the same)
-NEUROGLANCER = "https://neuroglancer-demo.appspot.com"
+NEUROGLANCER = "https://neuroglancer-demo.appspot.com/"
 
 
 def _remove(path: Path) -> None:
@@ -96,7 +97,12 @@ def write_layers(
         {"name": f"{c} objects", "kind": "segmentation", "path": _rel(instances / c, base)}
         for c in found
     ]
-    record = {"dataset": meta.get("dataset", ""), "volume": _rel(volume, base), "layers": layers}
+    record = {
+        "dataset": meta.get("dataset", ""),
+        "volume": _rel(volume, base),
+        "voxel_size_nm": [float(v) for v in meta["voxel_size_nm"]],
+        "layers": layers,
+    }
     write_json_atomic(out, record)
     return record
 
@@ -120,8 +126,9 @@ def read_layers(results: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def neuroglancer_url(record: dict[str, Any], data_url: str, client: str = NEUROGLANCER) -> str:
-    """A neuroglancer link showing every layer of ``record``, read from ``data_url`` (the
-    results folder as served, e.g. by :func:`serve`); probabilities start hidden."""
+    """A link to the neuroglancer ``client`` (its page's URL) showing every layer of
+    ``record``, read from ``data_url`` (the results folder as served, e.g. by
+    :func:`serve`); probabilities start hidden."""
     layers = []
     for layer in record["layers"]:
         image = layer["kind"] == "image"
@@ -133,8 +140,11 @@ def neuroglancer_url(record: dict[str, Any], data_url: str, client: str = NEUROG
         if image and layer["name"] != "raw":
             entry["visible"] = False
         layers.append(entry)
-    state = {"layers": layers, "layout": "xy", "selectedLayer": {"layer": "raw"}}
-    return f"{client}/#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")))
+    vz, vy, vx = (v * 1e-9 for v in record["voxel_size_nm"])
+    # x and y first: neuroglancer's xy panel shows the first two dimensions (a section)
+    dimensions = {"x": [vx, "m"], "y": [vy, "m"], "z": [vz, "m"]}
+    state = {"dimensions": dimensions, "layers": layers, "layout": "xy"}
+    return f"{client}#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")))
 
 
 def napari_command(record: dict[str, Any], results: str | os.PathLike[str]) -> str:
@@ -161,8 +171,19 @@ class _CorsHandler(SimpleHTTPRequestHandler):
         pass
 
 
-def serve(results: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0):
+class _Server(ThreadingHTTPServer):
+    """Threaded HTTP server that drops requests the browser cancelled without a word
+    (neuroglancer cancels chunk requests whenever the view moves)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def serve(results: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0) -> _Server:
     """An HTTP server (not yet serving: call ``serve_forever``) of the folder ``results``
     with CORS, on ``host``:``port`` (0: any free port; see ``server_address``)."""
     handler = functools.partial(_CorsHandler, directory=str(results))
-    return ThreadingHTTPServer((host, port), handler)
+    return _Server((host, port), handler)
