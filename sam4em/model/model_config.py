@@ -55,6 +55,7 @@ class MemorySettings:
     layers: int = 1
     heads: int = 4
     layer_scale: float = 0.1
+    high_res: bool = False  # the previous slice's masks also feed the high-res maps
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from sam4em.model.mask_decoder import PromptFreeMaskDecoder
 from sam4em.model.memory_attention import MemoryAttention
 from sam4em.model.memory_bank import MemoryBank
 from sam4em.model.memory_encoder import MemoryEncoder
+from sam4em.model.memory_prior import MemoryPrior
 from sam4em.model.model_config import ModelConfig
 from sam4em.model.prompt_generator import StagePromptGenerator
 from sam4em.model.sam_weights import (
@@ -87,6 +88,11 @@ class SAM4EM(nn.Module):
         self.memory_attention = MemoryAttention(
             dim, mem.dim, mem.slots, mem.layers, mem.heads, mem.layer_scale
         )
+        self.memory_prior = (
+            MemoryPrior(num_classes=n_cls, channels=high_res_channels(width))
+            if mem.high_res and width
+            else None
+        )
         self.base_identity: dict[str, Any] = {}
 
     def is_trained(self, name: str) -> bool:
@@ -141,8 +147,11 @@ class SAM4EM(nn.Module):
         """Segment one slice's tiles (B, 1, S, S) using ``bank``, then store this slice in it."""
         embeddings, high_res = self.encode(images)
         conditioned = self.memory_attention(embeddings, self.image_pe(), bank)
+        if self.memory_prior is not None and high_res is not None and bank.last_masks is not None:
+            high_res = self.memory_prior(bank.last_masks, high_res)
         output = self.decode(conditioned, high_res)
-        bank.push(self.memory_encoder(embeddings, torch.sigmoid(output.low_res.detach())))
+        masks = torch.sigmoid(output.low_res.detach())
+        bank.push(self.memory_encoder(embeddings, masks), masks)
         return output
 
     def forward_sequence(self, images: torch.Tensor) -> list[SegmentationOutput]:
