@@ -290,3 +290,33 @@ def test_batch_norm_path_keeps_its_running_statistics_in_the_checkpoint(tmp_path
         load_checkpoint(tmp_path / "ln.pt", expect=_config())
     with pytest.raises(ConfigError, match="high_res_norm"):
         _config(high_res_norm="group")
+
+
+@torch.no_grad()
+def test_memory_prior_starts_neutral_then_carries_the_previous_masks(tmp_path):
+    from sam4em.model.model_config import MemorySettings
+
+    model = build_model(_config(memory=MemorySettings(high_res=True))).eval()
+    assert model.memory_prior is not None and model.is_trained("memory_prior.encode.0.weight")
+    a, b, c = _tiles(seed=1), _tiles(seed=2), _tiles(seed=3)
+
+    def second_slice(previous):
+        bank = model.new_memory()
+        model.step(previous, bank)
+        assert bank.last_masks is not None and bank.last_masks.shape[1] == 3
+        return model.step(c, bank).final
+
+    plain = build_model(_config()).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    bank = plain.new_memory()
+    plain.step(a, bank)
+    # zero-initialised output: a stage-1 model gains the module without any change
+    torch.testing.assert_close(second_slice(a), plain.step(c, bank).final)
+    g = torch.Generator().manual_seed(5)
+    for conv in model.memory_prior.project:
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
+    assert (second_slice(a) - second_slice(b)).abs().max().item() > 1e-4
+    # the first slice of a stack has no previous masks: unchanged
+    torch.testing.assert_close(model.step(c, model.new_memory()).final, model(c).final)
+    # a checkpoint of a model without it (older configs) still loads
+    assert not ModelConfig.from_dict(_config().to_dict() | {"memory": {}}).memory.high_res
