@@ -6,6 +6,13 @@ label images take the block's most frequent value, so every id in a level exists
 level 0. Levels are written tile by tile from level 0, so no whole volume is ever in
 memory, and the OME-NGFF metadata (:func:`sam4em.io.zarr_store.write_image_metadata`)
 places each level's voxels on the centres of the level-0 blocks they summarise.
+
+The arrays are written here rather than through ome-zarr's ``write_image`` /
+``write_multiscale`` because level 0 of a prediction or instance store is filled in
+place, block by block, by many jobs before any level exists (those writers create the
+arrays from complete images), and because ome-zarr's downsampling methods have no mode
+for label ids and record no offset for averaged levels. Only the metadata goes through
+ome-zarr's writers.
 """
 
 from __future__ import annotations
