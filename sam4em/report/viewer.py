@@ -61,6 +61,16 @@ def _link_label_image(labels: zarr.Group, name: str, objects: zarr.Group, at: Pa
     write_label_metadata(labels, name, None)
 
 
+def _list_classes(instances: Path, classes: list[str]) -> None:
+    """Record ``classes`` in the instance store's root attributes. The root's zarr.json
+    is replaced by a rename rather than rewritten through zarr (which writes in place),
+    because the evaluation may be opening the store at the same moment."""
+    path = instances / "zarr.json"
+    meta = json.loads(path.read_text())
+    meta["attributes"]["sam4em"] = {**meta["attributes"]["sam4em"], "classes": classes}
+    write_json_atomic(path, meta)
+
+
 def write_layers(
     volume: str | os.PathLike[str],
     pred: str | os.PathLike[str],
@@ -73,11 +83,11 @@ def write_layers(
     root = VOLUME.open(volume, mode="r+")
     meta = root.attrs["sam4em"]
     classes: list[str] = list(meta["classes"])
-    inst_root = INSTANCES.open(instances, mode="r+")
+    inst_root = INSTANCES.open(instances)
     found = [c for c in classes if c in inst_root and LEVEL0 in inst_root[c]]
     if not found:
         raise InputDataError(f"{instances}: holds no class yet; run the components step first")
-    inst_root.attrs["sam4em"] = {**inst_root.attrs["sam4em"], "classes": found}
+    _list_classes(instances, found)
     labels = root.require_group("labels")
     for cls in found:
         at = volume / "labels" / f"{cls}_objects"
