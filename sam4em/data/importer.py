@@ -9,8 +9,8 @@ Layout written (zarr v3, ZYX, Blosc/Zstd)::
     volume.zarr/labels/<c>/0  uint8 0/1 mask of class c, for each labelled class; <c> is
                               an OME label image with its own levels 1, 2, ... (2x2 modes)
 
-The workflow's ``view`` step later lists each class's predicted objects here as well
-(``labels/<c>_objects``, see :mod:`sam4em.postprocess.view`).
+The workflow's ``layers`` step later lists each class's predicted objects here as well
+(``labels/<c>_objects``, see :mod:`sam4em.report.viewer`).
 """
 
 from __future__ import annotations
@@ -31,14 +31,13 @@ from sam4em.errors import InputDataError
 from sam4em.io.atomic import atomic_directory, check_output_target
 from sam4em.io.intensity import to_uint8, volume_range
 from sam4em.io.labels import ClassMaskSource, open_label_sources
-from sam4em.io.pyramid import pyramid_factors, write_levels
+from sam4em.io.pyramid import write_pyramid
 from sam4em.io.source import VolumeSource, absolute_spec, open_source, source_path
 from sam4em.io.zarr_store import (
     LEVEL0,
     VOLUME,
     create_array,
     open_group,
-    write_image_metadata,
     write_label_metadata,
 )
 from sam4em.plotting import class_colour
@@ -190,11 +189,6 @@ def _write_volume(
     return out
 
 
-def raw_paths(shape: tuple[int, ...]) -> list[str]:
-    """The paths of the raw image's levels in a volume store of ZYX ``shape``."""
-    return ["raw", *(f"raw_{f}x" for f in pyramid_factors(shape)[1:])]
-
-
 def _write_levels(
     root: zarr.Group,
     labels: zarr.Group | None,
@@ -203,15 +197,10 @@ def _write_levels(
     name: str,
 ) -> None:
     """The viewer levels and OME metadata of the raw image and of each label image."""
-    shape = root["raw"].shape
-    factors = pyramid_factors(shape)
     truth = sorted(labels.group_keys()) if labels is not None else []
-    total = shape[0] * (1 + len(truth))
+    total = root["raw"].shape[0] * (1 + len(truth))
     with progress(total=total, desc=f"levels {name}", unit="slice", leave=False) as bar:
-        write_levels(root, raw_paths(shape), factors, "mean", bar.update)
-        write_image_metadata(root, name, raw_paths(shape), voxel, factors, "mean")
+        write_pyramid(root, name, voxel, "mean", level0="raw", progress=bar.update)
         for cls in truth:
-            paths = [str(k) for k in range(len(factors))]
-            write_levels(labels[cls], paths, factors, "mode", bar.update)
-            write_image_metadata(labels[cls], f"{cls} (truth)", paths, voxel, factors, "mode")
+            write_pyramid(labels[cls], f"{cls} (truth)", voxel, "mode", progress=bar.update)
             write_label_metadata(labels, cls, class_colour(classes, cls))

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import zarr
 
-from sam4em.io.zarr_store import create_array
+from sam4em.io.zarr_store import LEVEL0, create_array, write_image_metadata
 
 #: levels are added until the largest y/x side is at most this many voxels
 SCREEN = 512
@@ -94,3 +94,27 @@ def write_levels(
                     arr[z0:z1, ys : ys + data.shape[1], xs : xs + data.shape[2]] = data
         if progress is not None:
             progress(z1 - z0)
+
+
+def level_paths(level0: str, factors: Sequence[int]) -> list[str]:
+    """The array names of an image's levels: ``0, 1, 2 ...`` beside the level ``0`` of a
+    per-class image, ``raw, raw_2x, raw_4x ...`` beside any other level-0 name."""
+    if level0 == LEVEL0:
+        return [str(k) for k in range(len(factors))]
+    return [level0, *(f"{level0}_{f}x" for f in factors[1:])]
+
+
+def write_pyramid(
+    group: zarr.Group,
+    name: str,
+    voxel_size: Sequence[float],
+    how: Downsampling,
+    level0: str = LEVEL0,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """The viewer levels of the image whose level 0 is ``group[level0]``
+    (:func:`write_levels`, names from :func:`level_paths`) and its OME-NGFF metadata."""
+    factors = pyramid_factors(group[level0].shape)
+    paths = level_paths(level0, factors)
+    write_levels(group, paths, factors, how, progress)
+    write_image_metadata(group, name, paths, voxel_size, factors, how)

@@ -26,14 +26,13 @@ from sam4em.io.atomic import (
     remove_leftovers,
     write_bytes_atomic,
 )
-from sam4em.io.pyramid import pyramid_factors, write_levels
+from sam4em.io.pyramid import write_pyramid
 from sam4em.io.zarr_store import (
     LEVEL0,
     PREDICTION,
     class_array,
     create_array,
     open_group,
-    write_image_metadata,
 )
 from sam4em.postprocess.block_components import blockwise_components
 from sam4em.postprocess.cleanup import cleaned_reader
@@ -89,10 +88,7 @@ def components_for_class(
                 min_z=settings.min_z,
                 progress=lambda _: bar.update(1),
             )
-        factors = pyramid_factors(shape)
-        paths = [str(k) for k in range(len(factors))]
-        write_levels(group, paths, factors, "mode")
-        write_image_metadata(group, f"{cls} objects", paths, voxel, factors, "mode")
+        write_pyramid(group, f"{cls} objects", voxel, "mode")
         group.attrs["sam4em"] = {
             "threshold": level / 255,
             "objects": len(table),

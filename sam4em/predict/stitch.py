@@ -18,8 +18,8 @@ from sam4em.blocks.plan import load_plan
 from sam4em.config import probability_level
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
-from sam4em.io.pyramid import pyramid_factors, write_levels
-from sam4em.io.zarr_store import LEVEL0, PREDICTION, VOLUME, write_image_metadata
+from sam4em.io.pyramid import write_pyramid
+from sam4em.io.zarr_store import LEVEL0, PREDICTION, VOLUME
 from sam4em.predict.pred_store import mark_complete
 from sam4em.predict.quicklook import draw_quicklook
 
@@ -81,10 +81,7 @@ def stitch(
             plane = np.asarray(level0[z])
             total += float(plane.mean())
             above += int((plane >= levels[cls]).sum())
-        factors = pyramid_factors(shape)
-        paths = [str(k) for k in range(len(factors))]
-        write_levels(group, paths, factors, "mean")
-        write_image_metadata(group, cls, paths, voxel, factors, "mean")
+        write_pyramid(group, cls, voxel, "mean")
         stats[cls] = {
             "mean_probability": round(total / shape[0] / 255, 5),
             "threshold": round(levels[cls] / 255, 4),

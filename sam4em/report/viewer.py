@@ -147,7 +147,7 @@ def neuroglancer_url(record: dict[str, Any], data_url: str, client: str = NEUROG
             "source": f"zarr3://{data_url.rstrip('/')}/{layer['path']}/",
             "name": layer["name"],
         }
-        if image and layer["name"] != "raw":
+        if image and layer["path"] != record["volume"]:
             entry["visible"] = False
         layers.append(entry)
     vz, vy, vx = (v * 1e-9 for v in record["voxel_size_nm"])
@@ -162,7 +162,9 @@ def napari_command(record: dict[str, Any], results: str | os.PathLike[str]) -> s
     reader: the volume (raw, with truth and objects as label layers) and each class's
     probabilities."""
     paths = [record["volume"]] + [
-        layer["path"] for layer in record["layers"] if layer["name"].endswith(" probability")
+        layer["path"]
+        for layer in record["layers"]
+        if layer["kind"] == "image" and layer["path"] != record["volume"]
     ]
     return "napari --plugin napari-ome-zarr " + " ".join(
         shlex.quote(str(Path(results) / p)) for p in paths
