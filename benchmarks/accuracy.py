@@ -195,9 +195,12 @@ def run_sam4em(
     share: float,
     tta: bool,
     lr: float | None = None,
+    reuse: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Train one SAM4EM variant within ``minutes`` (stage 2 gets ``share``) and score it;
-    ``full`` also yields ``no_memory_same_weights``."""
+    ``full`` also yields ``no_memory_same_weights``. With ``reuse`` a stage-2 checkpoint
+    already in the run's folder is scored again instead (e.g. with another test-time
+    policy); its training record comes from the checkpoint."""
     work = bench.work / f"{variant}-s{seed}"
     work.mkdir(parents=True, exist_ok=True)
     tiles = bench.tiles(scale)
@@ -213,13 +216,16 @@ def run_sam4em(
         train__stage2__steps=10**7,
         train__stage2__minutes=minutes * share,
     )
-    r1 = run_stage(config, 1, [tiles["train"]], [tiles["val"]], work / "stage1.pt",
-                   work_dir=work / "s1")  # fmt: skip
-    r2 = run_stage(config, 2, [tiles["train"]], [tiles["val"]], work / "stage2.pt",
-                   init=str(work / "stage1.pt"), work_dir=work / "s2")  # fmt: skip
-    minutes_used = round((r1.elapsed_s + r2.elapsed_s) / 60, 2)
-    info = {"steps": {"stage1": r1.step, "stage2": r2.step}, "train_minutes": minutes_used,
-            "scale": scale}  # fmt: skip
+    if reuse and (work / "stage2.pt").is_file():
+        info: dict[str, Any] = {"reused": str(work / "stage2.pt"), "scale": scale}
+    else:
+        r1 = run_stage(config, 1, [tiles["train"]], [tiles["val"]], work / "stage1.pt",
+                       work_dir=work / "s1")  # fmt: skip
+        r2 = run_stage(config, 2, [tiles["train"]], [tiles["val"]], work / "stage2.pt",
+                       init=str(work / "stage1.pt"), work_dir=work / "s2")  # fmt: skip
+        minutes_used = round((r1.elapsed_s + r2.elapsed_s) / 60, 2)
+        info = {"steps": {"stage1": r1.step, "stage2": r2.step}, "train_minutes": minutes_used,
+                "scale": scale}  # fmt: skip
     extra = load_checkpoint(work / "stage2.pt")[1]["extra"]
     thresholds = extra["thresholds"]
     info["val_dice"] = round(float(np.mean(list(extra["val_dice_at_thresholds"].values()))), 4)
@@ -278,10 +284,9 @@ def run_unet(
     bench: Bench, scale: float, u: UNetSettings, seed: int, minutes: float, tta: bool
 ) -> dict[str, Any]:
     """Train one U-Net within ``minutes`` and score it on the test slices."""
-    del tta  # the U-Net sees whole slices; TTA is not applied to it (nor by default to ours)
     model, info = _unet_run(bench, scale, u, seed, minutes)
     start = TEST[0] - u.context
-    probs = predict_unet(model, bench.raw[start : TEST[1]], scale, u.context)
+    probs = predict_unet(model, bench.raw[start : TEST[1]], scale, u.context, tta)
     run = {"steps": info["steps"], "train_minutes": round(info["seconds"] / 60, 2),
            "scale": scale, "width": u.width, "lr": u.lr,
            "val_dice": round(info["val_dice_at_thresholds"], 4)}  # fmt: skip
@@ -304,7 +309,8 @@ def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
         entry["mean_dice"] = round(float(np.mean(means)), 4)
         entry["mean_dice_std"] = round(float(np.std(means)), 4)
         entry["mito_f1_iou50"] = round(float(np.mean([r["mito_f1_iou50"] for r in runs])), 4)
-        entry["train_minutes"] = round(float(np.mean([r["train_minutes"] for r in runs])), 2)
+        minutes = [r["train_minutes"] for r in runs if "train_minutes" in r]
+        entry["train_minutes"] = round(float(np.mean(minutes)), 2) if minutes else None
         out[variant] = entry
     return out
 
@@ -319,7 +325,10 @@ def main() -> None:
                         "(default: the demo config's)")  # fmt: skip
     parser.add_argument("--sweep-minutes", type=float, default=3.0, help="per U-Net sweep run")
     parser.add_argument("--unet", default=None, help="skip the sweep: SCALE,WIDTH,LR")
-    parser.add_argument("--tta", action="store_true", help="test-time augmentation (ours)")
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation, "
+                        "both models: the mean over the 8 flips/rotations")  # fmt: skip
+    parser.add_argument("--reuse", action="store_true", help="score SAM4EM checkpoints "
+                        "already in --work instead of training them again")  # fmt: skip
     parser.add_argument("--sweep-sam", action="store_true",
                         help="only run the SAM4EM sweep")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -370,6 +379,11 @@ def main() -> None:
             unet_choice, sweep = (s, u), {"minutes": args.sweep_minutes, "trials": trials}
 
     def keep(variant: str, seed: int, result: dict[str, Any]) -> None:
+        if "reused" in result:  # a re-scored run keeps the training record it had
+            old_run = next(
+                (r for r in per_seed if (r["variant"], r["seed"]) == (variant, seed)), {}
+            )
+            result = {k: old_run[k] for k in ("steps", "train_minutes") if k in old_run} | result
         per_seed[:] = [r for r in per_seed if (r["variant"], r["seed"]) != (variant, seed)]
         per_seed.append({"variant": variant, "seed": seed} | result)
         logging.info("%s seed %d: %s", variant, seed, result)
@@ -379,7 +393,7 @@ def main() -> None:
             t0 = time.perf_counter()
             if variant in SAM_VARIANTS:
                 results = run_sam4em(variant, bench, scale, seed, args.minutes,
-                                     args.stage2_share, args.tta, args.lr)  # fmt: skip
+                                     args.stage2_share, args.tta, args.lr, args.reuse)  # fmt: skip
                 for name, result in results.items():
                     keep(name, seed, result)
             elif variant in ("unet", "unet25d") and unet_choice:

@@ -13,6 +13,10 @@ ORDER = ("full", "no_memory_same_weights", "single_stage", "no_high_res", "unet"
 CLASSES = ("glia", "mito", "synapse")
 
 
+def _minutes(entry: dict) -> str:
+    return "" if entry.get("train_minutes") is None else f"{entry['train_minutes']:.1f}"
+
+
 def _cell(entry: dict, key: str, cls: str) -> str:
     mean, std = entry[key][cls], entry[f"{key}_std"][cls]
     return f"{mean:.3f} ± {std:.3f}"
@@ -32,7 +36,7 @@ def table(report: dict) -> str:
         consistency = " / ".join(f"{e['consistency'][c]:.2f}" for c in CLASSES)
         rows.append(
             f"| {name} | {dice} | {e['mean_dice']:.3f} ± {e['mean_dice_std']:.3f} | "
-            f"{consistency} | {e['mito_f1_iou50']:.3f} | {e['train_minutes']:.1f} | "
+            f"{consistency} | {e['mito_f1_iou50']:.3f} | {_minutes(e)} | "
             f"{len(e['seeds'])} |"
         )
     truth = next(iter(summary.values()))["consistency_truth"]

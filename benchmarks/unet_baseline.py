@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sam4em.predict.stack_predictor import dihedral, undo_dihedral
 from sam4em.tiling.resample import resample, scaled_plane
 from sam4em.train.losses import bce_dice
 from sam4em.train.sampler import BalancedSampler
@@ -150,10 +151,12 @@ def train_unet(
 
 
 @torch.no_grad()
-def predict_unet(model: UNet, stack: np.ndarray, scale: float, context: int) -> np.ndarray:
+def predict_unet(
+    model: UNet, stack: np.ndarray, scale: float, context: int, tta: bool = False
+) -> np.ndarray:
     """(C, Z - context, Y, X) probabilities of slices ``context..Z-1`` of a (Z, Y, X) stack:
     resampled onto the model grid, predicted whole (padded to a multiple of 8), resampled
-    back."""
+    back; with ``tta`` averaged over the 8 flips/rotations, as SAM4EM's inference does."""
     z, h, w = stack.shape
     mh, mw = scaled_plane(stack.shape, scale)
     scaled = np.stack([resample(im, (h, w), (mh, mw), grey=True) for im in stack])
@@ -161,6 +164,8 @@ def predict_unet(model: UNet, stack: np.ndarray, scale: float, context: int) -> 
     out = []
     for k in range(context, z):
         x = torch.from_numpy(scaled[k - context : k + 1]).float()[None]
-        probs = torch.sigmoid(model(x))[0, :, :mh, :mw].numpy()
+        views = range(8) if tta else range(1)
+        probs = torch.stack([undo_dihedral(torch.sigmoid(model(dihedral(x, v))), v) for v in views])
+        probs = probs.mean(0)[0, :, :mh, :mw].numpy()
         out.append(resample(probs, (mh, mw), (h, w)))
     return np.stack(out, axis=1)

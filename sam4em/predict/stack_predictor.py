@@ -67,15 +67,15 @@ class PlaneWindow:
         return cls(plane, scale, (0, 0), (0, ny, 0, nx), tuple(origins), (0, plane[0], 0, plane[1]))
 
 
-def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     """Symmetry ``k`` (0..7) of the square on the last two axes: k % 4 quarter turns,
     then a flip when k >= 4."""
     x = torch.rot90(x, k % 4, dims=(-2, -1))
     return torch.flip(x, dims=(-1,)) if k >= 4 else x
 
 
-def _undo_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Inverse of :func:`_dihedral`."""
+def undo_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Inverse of :func:`dihedral`."""
     x = torch.flip(x, dims=(-1,)) if k >= 4 else x
     return torch.rot90(x, -(k % 4), dims=(-2, -1))
 
@@ -104,14 +104,14 @@ class StackPredictor:
         """Probabilities (B, C, S, S) of tiles (B, 1, S, S), averaged over the symmetries
         with ``tta`` (the bank then holds the memories of all of them)."""
         views = range(8) if self.settings.tta else range(1)
-        batch = torch.cat([_dihedral(tiles, k) for k in views])
+        batch = torch.cat([dihedral(tiles, k) for k in views])
         with autocast(self.device):
             if self.settings.memory:
                 logits = self.model.step(batch, bank).final
             else:
                 logits = self.model(batch).final
         probs = torch.sigmoid(logits.float()).chunk(len(views))
-        undone = [_undo_dihedral(p, k) for k, p in zip(views, probs, strict=True)]
+        undone = [undo_dihedral(p, k) for k, p in zip(views, probs, strict=True)]
         return torch.stack(undone).mean(0)
 
     def run_window(
