@@ -1,73 +1,92 @@
-"""Block-wise connected components vs cc3d on the whole volume; prints JSON.
+"""Block-wise connected components (the workflow's jobs) vs cc3d on the whole volume;
+prints JSON.
 
-For volumes of 1x, 8x and 27x a 256^3 base (random blobs: smoothed noise, thresholded),
-each method runs in its own process so that peak RSS is its own: time, peak RSS and
-whether the partitions are identical (compared through a one-to-one label map).
-Usage: .venv/bin/python benchmarks/components.py [--base 256] [--scales 1,2,3] [--work DIR]
+For volumes of 1x, 8x and 27x a 256^3 base (random blobs: smoothed noise, thresholded,
+stored as a prediction store of 0/255 probabilities), the whole-volume reference (read,
+``cc3d``, write) runs in one process; the block-wise run is the components jobs
+(:class:`sam4em.postprocess.instances.ComponentJobs`), each phase in its own process
+running its jobs one after another, so a phase's peak RSS is that of its largest job.
+Job times are measured inside the process (no interpreter start-up; that is reported
+once as ``job_startup_seconds``); ``time_ratio`` sums label, contacts, merge and relabel
+(``finish`` writes viewer levels, which the reference does not, and is reported apart).
+With ``--snakemake`` the 27x case also runs through the real workflow rules with 2 jobs
+at a time, wall time reported.
+Usage: .venv/bin/python benchmarks/components.py [--base 256] [--scales 1,2,3] [--block 256]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CHILD = r"""
+WHOLE = r"""
 import json, resource, sys, time
-import numpy as np, zarr
+import cc3d, numpy as np
 from sam4em.io.zarr_store import open_group
-method, path, block = sys.argv[1], sys.argv[2], int(sys.argv[3])
-root = open_group(path, mode="r+")
-mask = root["mask"]
 t0 = time.perf_counter()
-def new(name, dtype):
-    return root.create_array(name, shape=mask.shape, chunks=mask.chunks, dtype=dtype,
-                             overwrite=True)
-if method == "whole":
-    import cc3d
-    labels = cc3d.connected_components(np.asarray(mask, dtype=np.uint8), connectivity=26)
-    new("whole", "uint32")[...] = labels
-else:
-    from sam4em.postprocess.block_components import blockwise_components
-    scratch, out = new("scratch", "uint64"), new("blockwise", "uint32")
-    blockwise_components(lambda b: np.asarray(mask[b.slices()]), mask.shape, (block,) * 3, 26,
-                         scratch, out)
+probs = open_group(sys.argv[1])["mito/0"]
+labels = cc3d.connected_components(np.asarray(probs) >= 128, connectivity=26)
+out = open_group(sys.argv[2], mode="w")
+out.create_array("whole", shape=probs.shape, chunks=probs.chunks, dtype="uint32")[...] = labels
 print(json.dumps({"seconds": time.perf_counter() - t0,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
+PHASE = r"""
+import json, resource, sys, time
+from pathlib import Path
+from sam4em.postprocess.instances import ComponentJobs
+from sam4em.postprocess.settings import ComponentSettings
+pred, out, work, step, block = sys.argv[1:6]
+settings = ComponentSettings(connectivity=26, block_shape=(int(block),) * 3, threshold=0.5)
+def jobs():
+    return ComponentJobs(settings, Path(pred), "mito", Path(out), Path(work))
+seconds = []
+names = [name for name, _, _ in jobs().blocks()]
+calls = {"merge": [()], "finish": [(Path(work) / "mito.csv",)]}.get(step, [(n,) for n in names])
+for args in calls:
+    t0 = time.perf_counter()
+    getattr(jobs(), step)(*args)
+    seconds.append(time.perf_counter() - t0)
+print(json.dumps({"jobs": len(seconds), "seconds": sum(seconds), "max_job_seconds": max(seconds),
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+STEPS = ("label", "contacts", "merge", "relabel", "finish")
+
 
 def make_volume(path: Path, size: int, seed: int) -> None:
-    """A random blob mask of size^3, written chunk by chunk (64^3 chunks)."""
+    """A prediction store of size^3 random blobs (0/255), written chunk by chunk (64^3)."""
     import numpy as np
     from scipy import ndimage
 
-    from sam4em.io.zarr_store import open_group
+    from sam4em.predict.pred_store import ensure_pred_store, mark_complete, store_identity
 
-    root = open_group(path, mode="w")
-    mask = root.create_array("mask", shape=(size,) * 3, chunks=(64,) * 3, dtype="bool")
+    identity = store_identity((size,) * 3, (64,) * 3, ["mito"])
+    store = ensure_pred_store(path, identity, [8.0, 8.0, 8.0])
+    probs = store["mito/0"]
     rng = np.random.default_rng(seed)
     step = 128
     for z in range(0, size, step):
         for y in range(0, size, step):
             for x in range(0, size, step):
                 noise = ndimage.gaussian_filter(rng.random((step + 8,) * 3), 3)[4:-4, 4:-4, 4:-4]
-                mask[z : z + step, y : y + step, x : x + step] = noise > 0.5 + 0.004
-    return None
+                blobs = (noise > 0.5 + 0.004).astype(np.uint8) * 255
+                probs[z : z + step, y : y + step, x : x + step] = blobs
+    mark_complete(store, {"model": "benchmark", "volume": "blobs", "blocks": 0})
 
 
-def same_partition(path: Path) -> bool:
-    """One-to-one label map between the two results, compared chunk slab by slab."""
+def same_partition(a, b) -> bool:
+    """One-to-one label map between two label arrays, compared slab by slab."""
     import numpy as np
 
-    from sam4em.io.zarr_store import open_group
-
-    root = open_group(path)
-    a, b = root["whole"], root["blockwise"]
     forward: dict[int, int] = {}
     backward: dict[int, int] = {}
     for z in range(0, a.shape[0], 64):
@@ -81,33 +100,110 @@ def same_partition(path: Path) -> bool:
     return True
 
 
+def _child(code: str, *args: str) -> dict:
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(r.stderr)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def startup_seconds() -> float:
+    """Wall time of starting Python and importing what a components job imports."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import sam4em.postprocess.instances"], check=True)
+    return time.perf_counter() - t0
+
+
+def snakemake_wall(pred: Path, work: Path, block: int) -> float:
+    """The components rules of the real workflow on ``pred`` (as a dataset's pred.zarr,
+    with its block plan in place), 2 jobs at a time; wall seconds."""
+    import yaml
+
+    from sam4em.blocks.plan import PlanSettings, write_plan
+    from sam4em.config import validate_config
+
+    res = work / "results" / "blobs"
+    res.mkdir(parents=True)
+    (res / "pred.zarr").symlink_to(pred.resolve())
+    (res / "predictions.json").write_text("{}")
+    raw = work / "raw.tif"
+    raw.write_bytes(b"")  # never read: only the components rules run
+    config = {
+        "results_dir": "results",
+        "classes": ["mito"],
+        "datasets": {"blobs": {"raw": str(raw), "voxel_size": [8, 8, 8]}},
+        "inference": {"block_shape": [block] * 3, "chunks": [64] * 3},
+        "components": {"threshold": 0.5, "connectivity": 26, "min_volume_nm3": 0},
+    }
+    config_path = work / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    import zarr
+
+    shape = zarr.open_group(str(pred), mode="r")["mito/0"].shape
+    write_plan(res / "blocks.json", shape, PlanSettings.from_config(validate_config(config)))
+    rules = ["components_label", "components_contacts", "components_merge",
+             "components_relabel", "components"]  # fmt: skip
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow/Snakefile"),
+           "--directory", str(work), "--configfile", str(config_path), "--cores", "2",
+           "--jobs", "2", "--allowed-rules", *rules, "--quiet",
+           "results/blobs/objects/mito.csv"]  # fmt: skip
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(r.stdout[-3000:] + r.stderr[-3000:])
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=int, default=256)
     parser.add_argument("--scales", default="1,2,3", help="edge multiples (volume 1x, 8x, 27x)")
-    parser.add_argument("--block", type=int, default=128)
+    parser.add_argument("--block", type=int, default=256, help="block edge (voxels)")
+    parser.add_argument("--snakemake", action="store_true", help="also a workflow run (27x)")
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks/.components")
     args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    from sam4em.io.zarr_store import open_group
+
     cases = []
     for scale in map(int, args.scales.split(",")):
         size = args.base * scale
-        path = args.work / f"blobs_{size}.zarr"
-        make_volume(path, size, seed=scale)
-        runs = {}
-        for method in ("whole", "blockwise"):
-            r = subprocess.run([sys.executable, "-c", CHILD, method, str(path), str(args.block)],
-                               capture_output=True, text=True, check=True)  # fmt: skip
-            runs[method] = json.loads(r.stdout.strip().splitlines()[-1])
-        cases.append({
-            "volume": f"{scale ** 3}x ({size}^3)",
-            "identical": same_partition(path),
-            "whole_seconds": round(runs["whole"]["seconds"], 2),
-            "blockwise_seconds": round(runs["blockwise"]["seconds"], 2),
-            "whole_rss_mb": round(runs["whole"]["rss_mb"], 1),
-            "blockwise_rss_mb": round(runs["blockwise"]["rss_mb"], 1),
-        })  # fmt: skip
-    print(json.dumps({"identical": all(c["identical"] for c in cases), "cases": cases}, indent=2))
+        pred = args.work / f"blobs_{size}.zarr"
+        make_volume(pred, size, seed=scale)
+        whole = _child(WHOLE, str(pred), str(args.work / f"whole_{size}.zarr"))
+        out, work = args.work / f"instances_{size}.zarr", args.work / f"work_{size}"
+        phases = {s: _child(PHASE, str(pred), str(out), str(work), s, str(args.block))
+                  for s in STEPS}  # fmt: skip
+        labelled = sum(phases[s]["seconds"] for s in STEPS[:4])
+        case = {
+            "volume": f"{scale**3}x ({size}^3)",
+            "blocks": phases["label"]["jobs"],
+            "identical": same_partition(
+                open_group(args.work / f"whole_{size}.zarr")["whole"], open_group(out)["mito/0"]
+            ),
+            "whole_seconds": round(whole["seconds"], 2),
+            "blockwise_seconds": round(labelled, 2),
+            "time_ratio": round(labelled / whole["seconds"], 2),
+            "finish_seconds": round(phases["finish"]["seconds"], 2),
+            "whole_rss_mb": round(whole["rss_mb"], 1),
+            "blockwise_rss_mb": round(max(phases[s]["rss_mb"] for s in STEPS[:4]), 1),
+            "phases": phases,
+        }
+        cases.append(case)
+        if args.snakemake and scale == max(map(int, args.scales.split(","))):
+            case["snakemake_2_jobs_wall_seconds"] = round(
+                snakemake_wall(pred, args.work / "snakemake", args.block), 1
+            )
+    report = {
+        "identical": all(c["identical"] for c in cases),
+        "block": args.block,
+        "time_ratio_27x": cases[-1]["time_ratio"],
+        "rss_ratio": round(cases[-1]["blockwise_rss_mb"] / cases[0]["blockwise_rss_mb"], 2),
+        "job_startup_seconds": round(startup_seconds(), 2),
+        "cases": cases,
+    }
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def _cmd_stitch(args: argparse.Namespace) -> None:
 
 def _cmd_components(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
-    from sam4em.postprocess.instances import components_for_class
+    from sam4em.postprocess.instances import ComponentJobs, components_for_class
     from sam4em.postprocess.settings import ComponentSettings
     from sam4em.predict.pred_store import require_complete
 
@@ -141,8 +141,26 @@ def _cmd_components(args: argparse.Namespace) -> None:
         raise ConfigError(f"--class: '{args.cls}' is not one of {config['classes']}")
     settings = ComponentSettings.from_config(config, args.cls)
     require_complete(args.pred)
-    table = components_for_class(settings, args.pred, args.cls, args.out, args.objects)
-    print(f"{args.cls}: {len(table)} object(s) in {args.out}/{args.cls}")
+    if args.step is None:
+        if not args.objects:
+            raise ConfigError("--objects is required unless --step is given")
+        table = components_for_class(settings, args.pred, args.cls, args.out, args.objects)
+        print(f"{args.cls}: {len(table)} object(s) in {args.out}/{args.cls}")
+        return
+    if not args.work:
+        raise ConfigError("--step needs --work (the folder of the per-block files)")
+    jobs = ComponentJobs(settings, Path(args.pred), args.cls, Path(args.out), Path(args.work))
+    needs = {"label": "block", "contacts": "block", "relabel": "block", "finish": "objects"}
+    if args.step in needs and not getattr(args, needs[args.step]):
+        raise ConfigError(f"--step {args.step} needs --{needs[args.step]}")
+    if args.step == "merge":
+        print(f"{args.cls}: {jobs.merge()} object(s) after merging")
+    elif args.step == "finish":
+        table = jobs.finish(args.objects)
+        print(f"{args.cls}: {len(table)} object(s) in {args.out}/{args.cls}")
+    else:
+        result = getattr(jobs, args.step)(args.block)
+        print(f"{args.cls} {args.step} {args.block}: {'done' if result is None else result}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -303,7 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, type=_existing_pred, help="pred.zarr")
     p.add_argument("--class", dest="cls", required=True, help="class name")
     p.add_argument("--out", required=True, help="instances.zarr (the class array goes inside)")
-    p.add_argument("--objects", required=True, help="output objects/{class}.csv")
+    p.add_argument("--objects", help="output objects/{class}.csv (whole run and --step finish)")
+    p.add_argument(
+        "--step",
+        choices=("label", "contacts", "merge", "relabel", "finish"),
+        help="one job of the block-wise run (label, contacts, relabel: per --block; "
+        "merge, finish: once); default: all of them",
+    )
+    p.add_argument("--block", help="block id (label, contacts, relabel)")
+    p.add_argument("--work", help="folder of the per-block files (with --step)")
 
     p = add("evaluate", _cmd_evaluate, "metrics on the test slices (voxel, object, per slice)")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)

@@ -152,14 +152,13 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
             "model.preset %s without model.checkpoint: random initialisation", model["preset"]
         )
     inf = config["inference"]
-    for axis, (b, c) in zip(
-        "zyx", zip(inf["block_shape"], inf["chunks"], strict=True), strict=True
-    ):
-        if b % c:
-            raise ConfigError(
-                f"{origin}: inference.block_shape: {axis} size {b} is not a multiple of "
-                f"inference.chunks {c} (block cores must align with the chunk grid)"
-            )
+    for key in ("inference", "components"):
+        for axis, b, c in zip("zyx", config[key]["block_shape"] or (), inf["chunks"], strict=False):
+            if b % c:
+                raise ConfigError(
+                    f"{origin}: {key}.block_shape: {axis} size {b} is not a multiple of "
+                    f"inference.chunks {c} (block cores must align with the chunk grid)"
+                )
     if inf["tile_overlap"] is None:
         inf["tile_overlap"] = model["img_size"] // 4
     if inf["tile_overlap"] >= model["img_size"]:

@@ -12,9 +12,12 @@ from hypothesis import strategies as st
 from sam4em.blocks.plan import (
     PlanSettings,
     block_ids,
+    default_block_shape,
     load_plan,
     load_settings,
     plan_blocks,
+    redundancy,
+    tile_forwards,
     write_plan,
 )
 from sam4em.tiling.lattice import Lattice
@@ -91,3 +94,30 @@ def test_plan_file_round_trip(tmp_path):
                                 "scale": 1.0}  # fmt: skip
     assert block_ids(tmp_path / "blocks.json") == [b.id for b in blocks]
     assert not list(tmp_path.glob("*.partial-*"))
+
+
+def test_default_block_shape_follows_the_volume(tmp_path):
+    auto = PlanSettings(None, (1, 256, 256), Lattice.from_overlap(256, 64), 4, scale=0.5)
+    # a lab-sized volume: 4096 x 4096 planes at most, 40 slices (10 x warm-up) deep
+    assert auto.resolved((5000, 20000, 20000)).block_shape == (40, 4096, 4096)
+    # a small one: one block, whole (rounded up to whole chunks)
+    assert auto.resolved((20, 1000, 1030)).block_shape == (20, 1024, 1280)
+    assert len(plan_blocks((20, 1000, 1030), auto)) == 1
+    write_plan(tmp_path / "blocks.json", (64, 2048, 2048), auto)
+    assert load_settings(tmp_path / "blocks.json").block_shape == (40, 2048, 2048)
+    assert default_block_shape((3, 100, 700), (2, 64, 64), (64, 512, 512)) == (4, 128, 512)
+
+
+def test_redundancy_counts_tiles_and_warm_up_done_twice():
+    lattice = Lattice.from_overlap(256, 64)  # tiles every 192 px
+    whole = PlanSettings((64, 2048, 2048), (1, 256, 256), lattice, 4)
+    assert redundancy((64, 2048, 2048), whole) == 1.0
+    # z only: the second block runs 4 warm-up slices before its 32
+    halves = PlanSettings((32, 2048, 2048), (1, 256, 256), lattice, 4)
+    assert redundancy((64, 2048, 2048), halves) == pytest.approx(68 / 64)
+    assert tile_forwards((64, 2048, 2048), whole) == 64 * 11 * 11
+    # small xy blocks read the lattice tiles at their edges twice
+    small = PlanSettings((10, 512, 512), (1, 256, 256), lattice, 4)
+    assert redundancy((64, 2048, 2048), small) > 1.5
+    auto = PlanSettings(None, (1, 256, 256), Lattice.from_overlap(256, 64), 4, scale=0.5)
+    assert redundancy((64, 2048, 2048), auto) <= 1.15

@@ -178,6 +178,7 @@ def test_components_cli_on_a_prediction_store(tmp_path):
     cfg.write_text(yaml.safe_dump({
         "classes": ["mito"],
         "datasets": {"d": {"raw": str(tif), "voxel_size": [50, 5, 4]}},
+        "inference": {"chunks": [2, 16, 16]},
         "components": {"threshold": {"mito": 0.8}, "connectivity": 6, "block_shape": [2, 16, 16],
                        "min_volume_nm3": 0, "open_nm": 0, "close_nm": 0},
     }))  # fmt: skip
@@ -194,5 +195,77 @@ def test_components_cli_on_a_prediction_store(tmp_path):
     table = pd.read_csv(tmp_path / "mito.csv")
     assert len(table) == labels.max() > 10
     assert (table["volume_nm3"] == table["voxels"] * 1000).all()
-    assert not [p for p in (tmp_path / "instances.zarr").iterdir() if "scratch" in p.name]
+    assert not [p for p in (tmp_path / "instances.zarr").iterdir() if "partial" in p.name]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".components")]
     assert_user_error(run_cli(*args, "--class", "glia"), "--class", "glia")
+    # one job of the block-wise run, as the workflow calls it
+    step = [*args, "--class", "mito", "--work", str(tmp_path / "work")]
+    assert_user_error(run_cli(*step, "--step", "label"), "--block")
+    r = run_cli(*step, "--step", "label", "--block", "z0y0x0")
+    assert r.returncode == 0 and "z0y0x0" in r.stdout, r.stderr
+    assert (tmp_path / "work" / "z0y0x0.npz").is_file()
+    assert_user_error(run_cli(*step, "--step", "label", "--block", "z9y0x0"), "z9y0x0")
+
+
+def _prediction(tmp_path, probs, chunks):
+    from sam4em.predict.pred_store import ensure_pred_store, store_identity
+
+    store = ensure_pred_store(
+        tmp_path / "pred.zarr", store_identity(probs.shape, chunks, ["mito"]), [40, 8, 8]
+    )
+    store["mito/0"][...] = probs
+    return tmp_path / "pred.zarr"
+
+
+def test_component_jobs_in_any_order_equal_the_whole_volume(tmp_path):
+    """The workflow's jobs (each a fresh ComponentJobs, files in between), blocks in a
+    shuffled order, give cc3d's partition of the cleaned mask and the one-process run's
+    ids and table."""
+    import pandas as pd
+    from scipy import ndimage
+
+    from sam4em.io.zarr_store import open_group
+    from sam4em.postprocess.instances import ComponentJobs, components_for_class
+
+    rng = np.random.default_rng(5)
+    smooth = ndimage.gaussian_filter(rng.random((10, 96, 80)), (1, 2, 2))
+    probs = np.clip((smooth - np.quantile(smooth, 0.75)) * 4000 + 128, 0, 255).astype(np.uint8)
+    pred = _prediction(tmp_path, probs, [2, 16, 16])
+    settings = ComponentSettings(connectivity=26, block_shape=(4, 32, 32), threshold=0.5,
+                                 close_nm=8.0, min_voxels=3)  # fmt: skip
+    out, work = tmp_path / "jobs.zarr", tmp_path / "work"
+
+    def jobs():
+        return ComponentJobs(settings, pred, "mito", out, work)
+
+    ids = [name for name, _, _ in jobs().blocks()]
+    assert len(ids) == 3 * 3 * 3
+    for step in ("label", "contacts"):
+        for i in rng.permutation(len(ids)):
+            getattr(jobs(), step)(ids[i])
+    jobs().merge()
+    for i in rng.permutation(len(ids)):
+        jobs().relabel(ids[i])
+    table = jobs().finish(tmp_path / "jobs.csv")
+    labels = np.asarray(open_group(out)["mito/0"])
+    cleaned = settings.cleanup([40, 8, 8])(probs >= 128)
+    whole = cc3d.connected_components(cleaned.astype(np.uint8), connectivity=26)
+    sizes = np.bincount(whole.ravel())
+    whole[sizes[whole] < 3] = 0  # the size filter
+    assert_same_partition(labels, whole)
+    assert len(table) == labels.max() > 5
+    one = components_for_class(settings, pred, "mito", tmp_path / "one.zarr", tmp_path / "one.csv")
+    np.testing.assert_array_equal(np.asarray(open_group(tmp_path / "one.zarr")["mito/0"]), labels)
+    pd.testing.assert_frame_equal(one, table)
+    assert open_group(out)["mito"].attrs["sam4em"]["objects"] == len(table)
+    assert not list(out.glob("mito.partial-*"))
+
+
+def test_component_blocks_must_be_whole_chunks(tmp_path):
+    from sam4em.errors import InputDataError
+    from sam4em.postprocess.instances import ComponentJobs
+
+    pred = _prediction(tmp_path, np.zeros((4, 32, 32), np.uint8), [2, 16, 16])
+    settings = ComponentSettings(connectivity=6, block_shape=(4, 24, 32), threshold=0.5)
+    with pytest.raises(InputDataError, match="y=24 is not a multiple"):
+        ComponentJobs(settings, pred, "mito", tmp_path / "i.zarr", tmp_path / "w")

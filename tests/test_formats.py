@@ -261,3 +261,31 @@ def test_pyramid_levels_tile_by_tile_equal_whole(tmp_path, monkeypatch):
     assert pyramid.pyramid_factors((5, 1024, 300)) == [1, 2]
     assert pyramid.pyramid_factors((5, 512, 512)) == [1]
     assert pyramid.pyramid_factors((5, 5000, 20000)) == [1, 2, 4, 8, 16, 32, 64]
+
+
+@pytest.mark.parametrize("how", ["mean", "mode"])
+def test_levels_written_by_blocks_then_finished_equal_whole(tmp_path, how):
+    """Block jobs write the levels their blocks cover in whole chunks, the last step the
+    rest from the blocks' last level: the same arrays as levels of the whole volume."""
+    from sam4em.blocks.plan import core_boxes
+    from sam4em.io import pyramid
+    from sam4em.io.zarr_store import create_array, open_group
+
+    rng = np.random.default_rng(6)
+    shape, chunks, block = (3, 2100, 1500), (1, 64, 64), (2, 256, 256)
+    data = rng.integers(0, 4, shape).astype(np.uint8) * 60
+    paths, factors = pyramid.block_pyramid(shape, chunks, block)
+    assert factors == [1, 2, 4]  # 4 x 64 divides 256; 8 x 64 does not
+    assert pyramid.pyramid_factors(shape) == [1, 2, 4, 8]
+    whole = open_group(tmp_path / "whole.zarr", mode="w")
+    create_array(whole, "0", shape, chunks, data.dtype)[...] = data
+    pyramid.write_levels(whole, ["0", "1", "2", "3"], [1, 2, 4, 8], how)
+    blocks = open_group(tmp_path / "blocks.zarr", mode="w")
+    create_array(blocks, "0", shape, chunks, data.dtype)
+    pyramid.create_levels(blocks, paths, factors)
+    for _, box in core_boxes(shape, block):
+        blocks["0"][box.slices()] = data[box.slices()]
+        pyramid.write_block_levels(blocks, paths, factors, box.start, box.stop, how)
+    pyramid.write_levels(blocks, ["0", "1", "2", "3"], [1, 2, 4, 8], how, done=2)
+    for k in "0123":
+        np.testing.assert_array_equal(np.asarray(blocks[k]), np.asarray(whole[k]), err_msg=k)

@@ -30,12 +30,13 @@ def test_dry_run_of_all_on_the_default_config(repo, tmp_path):
         "train_stage1": 1,
         "train_stage2": 1,
         "stitch": 1,
+        "components_merge": 3,
         "components": 3,
         "evaluate": 1,
         "report": 1,
         "layers": 1,
         "all": 1,
-        "total": 15,
+        "total": 18,
     }
     assert not (tmp_path / "results").exists()  # a dry run writes no results
 
@@ -181,12 +182,13 @@ def test_a_users_config_file_replaces_the_default(repo, tmp_path):
         "train_stage1": 1,
         "train_stage2": 1,
         "stitch": 2,
+        "components_merge": 4,
         "components": 4,
         "evaluate": 2,
         "report": 2,
         "layers": 2,
         "all": 1,
-        "total": 21,
+        "total": 25,
     }
     assert "results-own/stack_b/report.html" in r.stdout
     assert "results/vnc" not in r.stdout

@@ -22,7 +22,7 @@ import itertools
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,32 +98,75 @@ def core_boxes(shape: Sequence[int], block_shape: Sequence[int]) -> list[tuple[V
     return cores
 
 
+def named_cores(shape: Sequence[int], block_shape: Sequence[int]) -> list[tuple[str, Vec3, Box]]:
+    """(id, index, core) of :func:`core_boxes`, ids like ``z00y01x02`` (zero-padded to
+    the widest index): the names of block jobs and of their files."""
+    cores = core_boxes(shape, block_shape)
+    width = len(str(max(max(index) for index, _ in cores)))
+    return [
+        ("z{:0{w}d}y{:0{w}d}x{:0{w}d}".format(*index, w=width), index, core)
+        for index, core in cores
+    ]
+
+
+# Default block shapes (where the config leaves block_shape null). Inference: whole
+# planes up to 4096 x 4096 (a CPU block job then stays near 2 GB: the plane in float32
+# per class, the read stack and the model), and at least 10 x warmup slices deep, so
+# the warm-up is at most a tenth of the slices a job runs. Components: blocks up to
+# 64 x 1024 x 1024 (a label job holds the block's mask, labels and statistics).
+INFERENCE_PLANE = 4096
+INFERENCE_MIN_DEPTH = 32
+COMPONENTS_BLOCK = (64, 1024, 1024)
+
+
+def default_block_shape(shape: Sequence[int], chunks: Sequence[int], most: Sequence[int]) -> Vec3:
+    """The block shape of at most ``most`` voxels per axis (never more than the volume)
+    rounded up to whole ``chunks``."""
+    shape, chunks, most = (_vec3(v, n) for v, n in ((shape, "shape"), (chunks, "chunks"),
+                                                    (most, "most")))  # fmt: skip
+    return tuple(-(-min(s, m) // c) * c for s, c, m in zip(shape, chunks, most, strict=True))  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class PlanSettings:
     """What a block plan is made from: block and chunk shapes, the model-tile lattice on
-    the model grid, the warm-up depth and the model's scale (``tiling.scale``)."""
+    the model grid, the warm-up depth and the model's scale (``tiling.scale``). A
+    ``block_shape`` of None is chosen from the volume (:meth:`resolved`)."""
 
-    block_shape: Vec3
+    block_shape: Vec3 | None
     chunks: Vec3
     lattice: Lattice
     warmup: int
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("block_shape", "chunks"):
-            _vec3(getattr(self, name), name)
+        _vec3(self.chunks, "chunks")
         if self.warmup < 0:
             raise ValueError("warmup must not be negative")
+        if self.block_shape is None:
+            return
+        _vec3(self.block_shape, "block_shape")
         for axis, b, c in zip("zyx", self.block_shape, self.chunks, strict=True):
             if b % c:
                 raise ValueError(f"block_shape {axis}={b} is not a multiple of chunks {axis}={c}")
+
+    def resolved(self, shape: Sequence[int]) -> PlanSettings:
+        """These settings with the block shape for a volume of ``shape`` filled in:
+        whole planes up to ``INFERENCE_PLANE`` and at least ``max(INFERENCE_MIN_DEPTH,
+        10 x warmup)`` slices deep (or the whole depth)."""
+        if self.block_shape is not None:
+            return self
+        depth = max(INFERENCE_MIN_DEPTH, 10 * self.warmup)
+        most = (depth, INFERENCE_PLANE, INFERENCE_PLANE)
+        return replace(self, block_shape=default_block_shape(shape, self.chunks, most))
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> PlanSettings:
         """The plan settings of a validated project config."""
         inf = config["inference"]
+        block = inf["block_shape"]
         return cls(
-            block_shape=_vec3(inf["block_shape"], "block_shape"),
+            block_shape=None if block is None else _vec3(block, "block_shape"),
             chunks=_vec3(inf["chunks"], "chunks"),
             lattice=Lattice.from_overlap(config["model"]["img_size"], inf["tile_overlap"]),
             warmup=int(inf["warmup"]),
@@ -133,7 +176,7 @@ class PlanSettings:
     def to_dict(self) -> dict[str, Any]:
         """The form stored in ``blocks.json``."""
         return {
-            "block_shape": list(self.block_shape),
+            "block_shape": None if self.block_shape is None else list(self.block_shape),
             "chunks": list(self.chunks),
             "tile_size": self.lattice.tile,
             "tile_overlap": self.lattice.overlap,
@@ -156,17 +199,16 @@ class PlanSettings:
 def plan_blocks(shape: Sequence[int], settings: PlanSettings) -> list[Block]:
     """Cut a volume of ``shape`` into blocks whose cores are multiples of the chunks;
     read boxes follow the model-tile lattice at the plan's scale."""
-    block_shape, lattice, scale = settings.block_shape, settings.lattice, settings.scale
-    cores = core_boxes(shape, block_shape)
-    width = len(str(max(max(index) for index, _ in cores)))
+    settings = settings.resolved(shape)
+    lattice, scale = settings.lattice, settings.scale
     blocks = []
-    for index, core in cores:
+    for name, index, core in named_cores(shape, settings.block_shape):  # type: ignore[arg-type]
         (z0, y0, x0), (z1, y1, x1) = core.start, core.stop
         _, ys = lattice.window(shape[1], scale, y0, y1)
         _, xs = lattice.window(shape[2], scale, x0, x1)
         blocks.append(
             Block(
-                id="z{:0{w}d}y{:0{w}d}x{:0{w}d}".format(*index, w=width),
+                id=name,
                 index=index,
                 core=core,
                 read=Box((z0, ys[0], xs[0]), (z1, ys[1], xs[1])),
@@ -196,10 +238,29 @@ def plan_to_dict(
     }
 
 
+def tile_forwards(shape: Sequence[int], settings: PlanSettings) -> int:
+    """Model tile forwards a plan's jobs make (one way through z): per block, its warm-up
+    and core slices times the lattice tiles of its window."""
+    total = 0
+    for b in plan_blocks(shape, settings):
+        ys, _ = settings.lattice.window(shape[1], settings.scale, b.core.start[1], b.core.stop[1])
+        xs, _ = settings.lattice.window(shape[2], settings.scale, b.core.start[2], b.core.stop[2])
+        total += (b.core.stop[0] - b.warmup[0]) * len(ys) * len(xs)
+    return total
+
+
+def redundancy(shape: Sequence[int], settings: PlanSettings) -> float:
+    """:func:`tile_forwards` of the plan over that of one block holding the whole volume
+    (1.0: no tile or warm-up slice is computed twice)."""
+    whole = replace(settings, block_shape=default_block_shape(shape, settings.chunks, shape))
+    return tile_forwards(shape, settings) / tile_forwards(shape, whole)
+
+
 def write_plan(
     path: str | os.PathLike[str], volume_shape: Sequence[int], settings: PlanSettings
 ) -> list[Block]:
-    """Plan the blocks of a volume and write ``blocks.json``."""
+    """Plan the blocks of a volume and write ``blocks.json`` (with the block shape used)."""
+    settings = settings.resolved(volume_shape)
     blocks = plan_blocks(volume_shape, settings)
     write_json_atomic(path, plan_to_dict(blocks, volume_shape, settings))
     return blocks
@@ -266,9 +327,13 @@ __all__ = [
     "PlanSettings",
     "block_ids",
     "core_boxes",
+    "default_block_shape",
     "load_plan",
     "load_settings",
+    "named_cores",
     "plan_blocks",
     "read_plan",
+    "redundancy",
+    "tile_forwards",
     "write_plan",
 ]

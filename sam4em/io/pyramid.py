@@ -60,35 +60,78 @@ def level_shape(shape: Sequence[int], factor: int) -> tuple[int, int, int]:
     return (int(shape[0]), -(-int(shape[1]) // factor), -(-int(shape[2]) // factor))
 
 
+def block_levels(shape: Sequence[int], chunks: Sequence[int], block_shape: Sequence[int]) -> int:
+    """How many levels after level 0 the block jobs of a grid of ``block_shape`` write
+    themselves (:func:`write_block_levels`): level k as long as every block covers whole
+    chunks of it, i.e. the block's y and x are multiples of the level's factor times the
+    chunk (levels keep level 0's chunks)."""
+    n = 0
+    for f in pyramid_factors(shape)[1:]:
+        if block_shape[1] % (f * chunks[1]) or block_shape[2] % (f * chunks[2]):
+            break
+        n += 1
+    return n
+
+
+def create_levels(group: zarr.Group, paths: Sequence[str], factors: Sequence[int]) -> list:
+    """(Re)create the empty arrays ``group[paths[k]]``, k >= 1, of level ``factors[k]``
+    of ``group[paths[0]]`` (same chunks and type)."""
+    level0 = group[paths[0]]
+    for path in paths[1:]:
+        if path in group:
+            del group[path]
+    return [
+        create_array(group, p, level_shape(level0.shape, f), level0.chunks, level0.dtype)
+        for p, f in zip(paths[1:], factors[1:], strict=True)
+    ]
+
+
+def write_block_levels(
+    group: zarr.Group,
+    paths: Sequence[str],
+    factors: Sequence[int],
+    start: Sequence[int],
+    stop: Sequence[int],
+    how: Downsampling,
+) -> None:
+    """Write the footprint of the level-0 block ``start`` .. ``stop`` (z, y, x) in the
+    existing levels ``paths[1:]`` (at most :func:`block_levels` of them): the same values
+    as :func:`write_levels` gives there, since the block starts on a multiple of each
+    factor."""
+    data = np.asarray(group[paths[0]][tuple(map(slice, start, stop))])
+    (z0, y0, x0), z1 = start, stop[0]
+    for path, f in zip(paths[1:], factors[1:], strict=True):
+        data = halve(data, how)
+        ys, xs = y0 // f, x0 // f
+        group[path][z0:z1, ys : ys + data.shape[1], xs : xs + data.shape[2]] = data
+
+
 def write_levels(
     group: zarr.Group,
     paths: Sequence[str],
     factors: Sequence[int],
     how: Downsampling,
     progress: Callable[[int], None] | None = None,
+    done: int = 0,
 ) -> None:
-    """(Re)create ``group[paths[k]]`` for k >= 1 as level ``factors[k]`` of the array
-    ``group[paths[0]]``, reading level 0 one tile (all z of one z chunk, ``TILE`` voxels
-    in y and x, aligned to the largest factor) at a time."""
-    level0 = group[paths[0]]
-    shape, chunks = level0.shape, level0.chunks
-    for path in paths[1:]:
-        if path in group:
-            del group[path]
-    levels = [
-        create_array(group, p, level_shape(shape, f), chunks, level0.dtype)
-        for p, f in zip(paths[1:], factors[1:], strict=True)
-    ]
+    """(Re)create ``group[paths[k]]`` for k > ``done`` as level ``factors[k]`` of the
+    array ``group[paths[0]]``, computed from level ``done`` (complete already: level 0,
+    or the last level the block jobs wrote) one tile at a time (all z of one z chunk,
+    ``TILE`` voxels in y and x of that level, aligned to the largest factor)."""
+    source = group[paths[done]]
+    shape, chunks = source.shape, source.chunks
+    levels = create_levels(group, [paths[0], *paths[done + 1 :]], [1, *factors[done + 1 :]])
     if not levels:
         return
-    top = int(factors[-1])
+    steps = [f // factors[done] for f in factors[done + 1 :]]
+    top = steps[-1]
     edge = -(-TILE // top) * top
     for z0 in range(0, shape[0], chunks[0]):
         z1 = min(z0 + chunks[0], shape[0])
         for y0 in range(0, shape[1], edge):
             for x0 in range(0, shape[2], edge):
-                data = np.asarray(level0[z0:z1, y0 : y0 + edge, x0 : x0 + edge])
-                for arr, f in zip(levels, factors[1:], strict=True):
+                data = np.asarray(source[z0:z1, y0 : y0 + edge, x0 : x0 + edge])
+                for arr, f in zip(levels, steps, strict=True):
                     data = halve(data, how)
                     ys, xs = y0 // f, x0 // f
                     arr[z0:z1, ys : ys + data.shape[1], xs : xs + data.shape[2]] = data
@@ -104,6 +147,16 @@ def level_paths(level0: str, factors: Sequence[int]) -> list[str]:
     return [level0, *(f"{level0}_{f}x" for f in factors[1:])]
 
 
+def block_pyramid(
+    shape: Sequence[int], chunks: Sequence[int], block_shape: Sequence[int]
+) -> tuple[list[str], list[int]]:
+    """Names and factors of level 0 and of the levels the block jobs of a per-class
+    image (level 0 named ``0``) write themselves (:func:`block_levels`)."""
+    factors = pyramid_factors(shape)
+    n = block_levels(shape, chunks, block_shape)
+    return level_paths(LEVEL0, factors)[: n + 1], factors[: n + 1]
+
+
 def write_pyramid(
     group: zarr.Group,
     name: str,
@@ -111,10 +164,12 @@ def write_pyramid(
     how: Downsampling,
     level0: str = LEVEL0,
     progress: Callable[[int], None] | None = None,
+    done: int = 0,
 ) -> None:
     """The viewer levels of the image whose level 0 is ``group[level0]``
-    (:func:`write_levels`, names from :func:`level_paths`) and its OME-NGFF metadata."""
+    (:func:`write_levels`, names from :func:`level_paths`; levels 1 .. ``done`` are
+    written already, by block jobs) and its OME-NGFF metadata."""
     factors = pyramid_factors(group[level0].shape)
     paths = level_paths(level0, factors)
-    write_levels(group, paths, factors, how, progress)
+    write_levels(group, paths, factors, how, progress, done)
     write_image_metadata(group, name, paths, voxel_size, factors, how)

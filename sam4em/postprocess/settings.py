@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sam4em.blocks.plan import COMPONENTS_BLOCK, default_block_shape
 from sam4em.config import class_setting, threshold_level
 from sam4em.postprocess.cleanup import Cleanup
 
@@ -28,12 +29,16 @@ MIN_VOLUME_NM3 = {"mito": 2e5, "synapse": 1e5, "glia": 0.0}
 OTHER_MIN_VOLUME_NM3 = 5e4
 
 
+def _shape(value: Sequence[int] | None) -> tuple[int, int, int] | None:
+    return None if value is None else (int(value[0]), int(value[1]), int(value[2]))
+
+
 @dataclass(frozen=True)
 class ComponentSettings:
     """How one class's probabilities become 3D instances."""
 
     connectivity: int  # 6, 18 or 26
-    block_shape: tuple[int, int, int]  # labelled a block at a time (default: inference's)
+    block_shape: tuple[int, int, int] | None  # labelled a block at a time; None: block_for
     threshold: float | None  # configured probability threshold; None: the val-chosen one
     min_voxels: int = 0
     min_volume_nm3: float = 0.0
@@ -49,7 +54,7 @@ class ComponentSettings:
         typical = MIN_VOLUME_NM3.get(class_name, OTHER_MIN_VOLUME_NM3)
         return cls(
             connectivity=int(c["connectivity"]),
-            block_shape=tuple(c["block_shape"] or config["inference"]["block_shape"]),  # type: ignore[arg-type]
+            block_shape=_shape(c["block_shape"] or config["inference"]["block_shape"]),
             threshold=None if threshold is None else float(threshold),
             min_voxels=int(class_setting(c["min_voxels"], class_name, 0)),
             min_volume_nm3=float(class_setting(c["min_volume_nm3"], class_name, typical)),
@@ -57,6 +62,11 @@ class ComponentSettings:
             open_nm=float(class_setting(c["open_nm"], class_name, 0.0)),
             close_nm=float(class_setting(c["close_nm"], class_name, 0.0)),
         )
+
+    def block_for(self, shape: Sequence[int], chunks: Sequence[int]) -> tuple[int, int, int]:
+        """The block shape on a volume of ``shape`` stored in ``chunks``: the configured
+        one, else up to :data:`~sam4em.blocks.plan.COMPONENTS_BLOCK` in whole chunks."""
+        return self.block_shape or default_block_shape(shape, chunks, COMPONENTS_BLOCK)
 
     def level(self, class_name: str, chosen: Mapping[str, float] | None) -> int:
         """The uint8 cut for ``class_name`` (see :func:`sam4em.config.threshold_level`)."""

@@ -2,7 +2,8 @@
 
 The job reads the block's read box over its warm-up and core slices (and, for a
 both-ways run, as many slices after the core), runs the model slice by slice with the
-memory, keeps the core and writes it into ``pred.zarr``. Slices are written as soon as
+memory, keeps the core and writes it into ``pred.zarr``, then the core's footprint in
+the viewer levels it covers in whole chunks. Slices are written as soon as
 they are final; ``{block}.done`` is written last, so a killed job leaves no marker and
 its rerun redoes the whole block (rewriting identical chunks).
 """
@@ -22,6 +23,7 @@ import numpy as np
 from sam4em.blocks.plan import Block, PlanSettings, read_plan
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
+from sam4em.io.pyramid import block_pyramid, write_block_levels
 from sam4em.io.zarr_store import LEVEL0, VOLUME
 from sam4em.model.checkpoint import load_checkpoint
 from sam4em.model.device import pick_device
@@ -79,7 +81,7 @@ def _digest(data: Any) -> str:
 def _job_identity(
     model: str, volume: str, block: Block, settings: PredictSettings, plan: PlanSettings
 ) -> str:
-    data = {"model": model, "volume": volume, "block": block.id,
+    data = {"model": model, "volume": volume, "block": block.id, "writes": "levels",
             "plan": plan.to_dict(), **settings.__dict__}  # fmt: skip
     return _digest(data)
 
@@ -146,7 +148,7 @@ def predict_block(
     predictor = StackPredictor(model, settings, pick_device(inference["device"]))
     classes = list(model.config.classes)
     store = ensure_pred_store(out, store_identity(raw.shape, geometry.chunks, classes),
-                              meta["voxel_size_nm"])  # fmt: skip
+                              meta["voxel_size_nm"], geometry.block_shape)  # fmt: skip
     (cz0, cy0, cx0), (cz1, cy1, cx1) = block.core.start, block.core.stop
     (_, ry0, rx0), (_, ry1, rx1) = block.read.start, block.read.stop
     z0 = block.warmup[0]
@@ -175,6 +177,9 @@ def predict_block(
                 if z0 + k >= cz0:
                     write(z0 + k, p)
                 bar.update(1)
+    levels = block_pyramid(raw.shape, geometry.chunks, geometry.block_shape)  # type: ignore[arg-type]
+    for cls in classes:
+        write_block_levels(store[cls], *levels, block.core.start, block.core.stop, "mean")
     seconds = time.perf_counter() - t0
     record = {
         "job": job_id,

@@ -2,8 +2,9 @@
 
 Layout: ``pred.zarr/{class}/0`` holds per-class probabilities as uint8 (0..255, that is
 round(255 p)), chunked like ``inference.chunks`` so block cores own whole chunks;
-``stitch`` adds the viewer levels ``{class}/1``, ``{class}/2``, ... (2x2 means, each
-level half the one before, :mod:`sam4em.io.pyramid`). ``stitch`` also marks
+viewer levels ``{class}/1``, ``{class}/2``, ... (2x2 means, each level half the one
+before, :mod:`sam4em.io.pyramid`) are written by the block jobs as far as a block covers
+whole chunks of them, and the rest by ``stitch``. ``stitch`` also marks
 the store ``complete`` once every block is done from one model and one import of the
 volume; a block job that writes into it clears the mark, and the later stages refuse a
 store without it.
@@ -11,15 +12,18 @@ store without it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import zarr
+from zarr.errors import ContainsArrayError
 
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import create_directory_once
+from sam4em.io.pyramid import block_pyramid, create_levels, level_shape
 from sam4em.io.zarr_store import LEVEL0, create_array, open_group, write_image_metadata
 
 
@@ -32,8 +36,11 @@ def ensure_pred_store(
     path: str | os.PathLike[str],
     identity: dict[str, Any],
     voxel_size: Sequence[float],
+    block_shape: Sequence[int] | None = None,
 ) -> zarr.Group:
-    """Open ``path``, creating the empty store first if needed (race-safe between jobs).
+    """Open ``path``, creating the empty store first if needed (race-safe between jobs),
+    with the viewer levels that block jobs of ``block_shape`` write
+    (:func:`sam4em.io.pyramid.block_pyramid`).
 
     An existing store made for another volume shape, chunking or class list is an error.
     """
@@ -42,9 +49,11 @@ def ensure_pred_store(
         root = open_group(tmp, mode="w")
         root.attrs["sam4em"] = identity
         root.attrs["voxel_size_nm"] = [float(v) for v in voxel_size]
+        shape, chunks = identity["shape"], identity["chunks"]
         for cls in identity["classes"]:
             group = root.create_group(cls)
-            create_array(group, LEVEL0, identity["shape"], identity["chunks"], "uint8")
+            create_array(group, LEVEL0, shape, chunks, "uint8")
+            create_levels(group, *block_pyramid(shape, chunks, block_shape or chunks))
             write_image_metadata(group, cls, [LEVEL0], voxel_size)
 
     create_directory_once(path, build)
@@ -55,6 +64,14 @@ def ensure_pred_store(
             f"{path}: prediction store was made for {found}, this plan needs {identity}; "
             "delete it (and the block markers) to predict again"
         )
+    if block_shape is not None:  # a store begun by blocks of another shape lacks levels
+        paths, factors = block_pyramid(identity["shape"], identity["chunks"], block_shape)
+        for cls in identity["classes"]:
+            for path, f in zip(paths[1:], factors[1:], strict=True):
+                if path not in root[cls]:
+                    with contextlib.suppress(ContainsArrayError):  # a parallel job made it
+                        shape = level_shape(identity["shape"], f)
+                        create_array(root[cls], path, shape, identity["chunks"], "uint8")
     return root
 
 

@@ -1,8 +1,8 @@
-"""Finish a prediction store: check every block is done, add a viewer level, summarise.
+"""Finish a prediction store: check every block is done, add viewer levels, summarise.
 
-Writes each class's viewer levels ``{class}/1``, ``{class}/2`` ... (:mod:`sam4em.io.pyramid`)
-with OME-NGFF metadata for all levels, consolidates the zarr metadata, and draws a
-quick-look PNG of a few slices.
+Writes each class's viewer levels ``{class}/1``, ``{class}/2`` ... beyond those the block
+jobs wrote (:mod:`sam4em.io.pyramid`), OME-NGFF metadata for all levels, consolidates the
+zarr metadata, and draws a quick-look PNG of a few slices.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from sam4em.blocks.plan import load_plan
+from sam4em.blocks.plan import load_plan, read_plan
 from sam4em.config import probability_level
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
-from sam4em.io.pyramid import write_pyramid
+from sam4em.io.pyramid import block_pyramid, write_pyramid
 from sam4em.io.zarr_store import LEVEL0, PREDICTION, VOLUME
 from sam4em.predict.pred_store import mark_complete
 from sam4em.predict.quicklook import draw_quicklook
@@ -57,7 +57,7 @@ def stitch(
     (masks cut at the class's :func:`~sam4em.config.probability_level`)."""
     import zarr
 
-    planned = load_plan(plan)
+    planned, block_shape = load_plan(plan), read_plan(plan).settings.block_shape
     missing = [b.id for b in planned if not (Path(markers) / f"{b.id}.done").is_file()]
     if missing:
         raise InputDataError(
@@ -81,7 +81,8 @@ def stitch(
             plane = np.asarray(level0[z])
             total += float(plane.mean())
             above += int((plane >= levels[cls]).sum())
-        write_pyramid(group, cls, voxel, "mean")
+        done = len(block_pyramid(shape, level0.chunks, block_shape)[0]) - 1
+        write_pyramid(group, cls, voxel, "mean", done=done)  # levels past the blocks' ones
         stats[cls] = {
             "mean_probability": round(total / shape[0] / 255, 5),
             "threshold": round(levels[cls] / 255, 4),

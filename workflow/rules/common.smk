@@ -8,6 +8,8 @@ import sys
 
 from sam4em.blocks.plan import block_ids as sam4em_block_ids
 from sam4em.config import validate_config, write_effective_config
+from sam4em.postprocess.instances import component_block_ids as sam4em_component_block_ids
+from sam4em.postprocess.settings import ComponentSettings
 from sam4em.settings import check_stage_settings
 
 from sam4em.errors import Sam4emError
