@@ -156,6 +156,7 @@ def main() -> None:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     config = validate_config(base_config(args.data), "benchmark config")
+    config["inference"]["tta"] = False  # costs per model forward; TTA multiplies them by 8
     volume = import_dataset(config, "vnc", work / "volume.zarr")
     ckpt = args.checkpoint or _train_quick(config, work)
     shape = open_group(volume)["raw"].shape

@@ -47,12 +47,23 @@ def halve(data: np.ndarray, how: Downsampling) -> np.ndarray:
     row/column): the rounded mean of each 2 x 2 block, or its most frequent value (the
     first of the block in y-major order on ties)."""
     padded = np.pad(data, ((0, 0), (0, data.shape[1] % 2), (0, data.shape[2] % 2)), mode="edge")
-    quads = np.stack([padded[:, i::2, j::2] for i in (0, 1) for j in (0, 1)])
+    a, b, c, d = (padded[:, i::2, j::2] for i in (0, 1) for j in (0, 1))
     if how == "mean":
-        return np.rint(quads.astype(np.float32).mean(axis=0)).astype(data.dtype)
-    counts = (quads[:, None] == quads[None]).sum(axis=1)
-    pick = counts.argmax(axis=0)
-    return np.take_along_axis(quads, pick[None], axis=0)[0]
+        total = a.astype(np.float32) + b + c + d
+        return np.rint(total / 4).astype(data.dtype)
+    # how often each of the four occurs among them (minus one), from the six pairs
+    ab, ac, ad, bc, bd, cd = a == b, a == c, a == d, b == c, b == d, c == d
+    counts = [
+        ab.astype(np.int8) + ac + ad,
+        ab.astype(np.int8) + bc + bd,
+        ac.astype(np.int8) + bc + cd,
+        ad.astype(np.int8) + bd + cd,
+    ]
+    out, best = a.copy(), counts[0]
+    for value, count in zip((b, c, d), counts[1:], strict=True):
+        more = count > best  # strictly more: ties keep the earlier value
+        out[more], best = value[more], np.maximum(best, count)
+    return out
 
 
 def level_shape(shape: Sequence[int], factor: int) -> tuple[int, int, int]:
