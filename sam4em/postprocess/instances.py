@@ -33,6 +33,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,7 @@ class ComponentJobs:
     work: Path
 
     def __post_init__(self) -> None:
-        root = PREDICTION.open(self.pred)
-        probs = class_array(root, self.pred, self.cls)
+        probs = self._probs
         block = self.settings.block_for(probs.shape, probs.chunks)
         for axis, b, c in zip("zyx", block, probs.chunks, strict=True):
             if b % c:
@@ -101,21 +101,24 @@ class ComponentJobs:
                     f"chunks ({axis}={c}): set components.block_shape to a multiple"
                 )
 
-    # what every job derives from pred.zarr
-    @property
+    # what every job derives from pred.zarr, opened once a job
+    @cached_property
+    def _root(self) -> Any:
+        return PREDICTION.open(self.pred)
+
+    @cached_property
     def _probs(self) -> Any:
-        return class_array(PREDICTION.open(self.pred), self.pred, self.cls)
+        return class_array(self._root, self.pred, self.cls)
 
     @property
     def voxel_nm(self) -> list[float]:
         """Voxel size (z, y, x) of the prediction."""
-        return list(PREDICTION.open(self.pred).attrs.get("voxel_size_nm", [1.0, 1.0, 1.0]))
+        return list(self._root.attrs.get("voxel_size_nm", [1.0, 1.0, 1.0]))
 
     @property
     def level(self) -> int:
         """The uint8 probability cut of the class."""
-        chosen = PREDICTION.open(self.pred).attrs.get("thresholds")
-        return self.settings.level(self.cls, chosen)
+        return self.settings.level(self.cls, self._root.attrs.get("thresholds"))
 
     def blocks(self) -> list[tuple[str, tuple[int, int, int], Box]]:
         """(id, grid index, core) of every block."""
