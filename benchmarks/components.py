@@ -3,10 +3,11 @@ prints JSON.
 
 For volumes of 1x, 8x and 27x a 256^3 base (random blobs: smoothed noise, thresholded,
 stored as a prediction store of 0/255 probabilities), the whole-volume reference (read,
-``cc3d``, write) runs in one process; the block-wise run is the components jobs
-(:class:`sam4em.postprocess.instances.ComponentJobs`), each phase in its own process
-running its jobs one after another, so a phase's peak RSS (VmHWM: ``ru_maxrss`` would
-carry this process's peak over the fork) is that of its largest job.
+``cc3d``, write with the codec of ``instances.zarr``) runs in one process; the
+block-wise run is the components jobs (:class:`sam4em.postprocess.instances.ComponentJobs`),
+each phase in its own process running its jobs one after another, so a phase's peak
+RSS (VmHWM: ``ru_maxrss`` would carry this process's peak over the fork) is that of its
+largest job.
 Job times are measured inside the process (no interpreter start-up; that is reported
 once as ``job_startup_seconds``); ``time_ratio`` sums label, contacts, merge and relabel
 (``finish`` writes viewer levels, which the reference does not, and is reported apart).
@@ -30,12 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 WHOLE = r"""
 import json, sys, time
 import cc3d, numpy as np
-from sam4em.io.zarr_store import open_group
+from sam4em.io.zarr_store import create_array, open_group
 t0 = time.perf_counter()
 probs = open_group(sys.argv[1])["mito/0"]
 labels = cc3d.connected_components(np.asarray(probs) >= 128, connectivity=26)
 out = open_group(sys.argv[2], mode="w")
-out.create_array("whole", shape=probs.shape, chunks=probs.chunks, dtype="uint32")[...] = labels
+create_array(out, "whole", probs.shape, probs.chunks, "uint32")[...] = labels
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
 print(json.dumps({"seconds": time.perf_counter() - t0, "rss_mb": int(hwm.split()[1]) / 1024}))
 """

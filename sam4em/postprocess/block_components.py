@@ -202,7 +202,9 @@ def merge_blocks(
 
 def relabel_block(local: np.ndarray, lookup: np.ndarray, dtype: Any) -> np.ndarray:
     """A block's labels turned into final ids with its :meth:`Merged.block_lookup`."""
-    return lookup.astype(dtype)[local]
+    ids = np.empty(local.shape, dtype)
+    np.take(lookup.astype(dtype), local, out=ids)
+    return ids
 
 
 def blockwise_components(

@@ -64,7 +64,8 @@ from sam4em.postprocess.cleanup import cleaned_reader
 from sam4em.postprocess.settings import ComponentSettings
 from sam4em.progress import progress
 
-_CODEC = numcodecs.Blosc(cname="zstd", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE)
+# block labels in the work folder: written once, read once, so fast over small
+_CODEC = numcodecs.Blosc(cname="lz4", clevel=1, shuffle=numcodecs.Blosc.BITSHUFFLE)
 
 
 def component_block_ids(plan: str | os.PathLike[str], settings: ComponentSettings) -> list[str]:
@@ -145,9 +146,13 @@ class ComponentJobs:
             lambda b: np.asarray(probs[b.slices()]) >= level, probs.shape, cleanup
         )
         local, summary = label_block(read(box), box, self.settings.connectivity)
-        labels = local.astype(np.uint32)
-        packed = np.frombuffer(_CODEC.encode(labels), np.uint8)
-        arrays = summary.to_arrays() | {"labels": packed, "labels_shape": np.array(labels.shape)}
+        labels = local.astype(np.min_scalar_type(summary.n), copy=False)
+        packed = np.frombuffer(_CODEC.encode(np.ascontiguousarray(labels)), np.uint8)
+        arrays = summary.to_arrays() | {
+            "labels": packed,
+            "labels_shape": np.array(labels.shape),
+            "labels_dtype": np.array(labels.dtype.str),
+        }
         _save_npz(self.path(f"{block_id}.npz"), arrays)
         return summary.n
 
@@ -157,8 +162,9 @@ class ComponentJobs:
 
     def _labels(self, block_id: str) -> np.ndarray:
         with np.load(self.path(f"{block_id}.npz")) as f:
-            raw = _CODEC.decode(f["labels"].tobytes())
-            return np.frombuffer(raw, np.uint32).reshape(tuple(f["labels_shape"]))
+            raw = _CODEC.decode(f["labels"])
+            dtype = np.dtype(str(f["labels_dtype"]))
+            return np.frombuffer(raw, dtype).reshape(tuple(f["labels_shape"]))
 
     def contacts(self, block_id: str) -> int:
         """Pairs of this block's labels that touch its neighbours'; returns how many."""
@@ -232,10 +238,9 @@ class ComponentJobs:
         index, box = self._block(block_id)
         group = open_group(self.out / record["target"], mode="r+")
         target = group[LEVEL0]
-        target[box.slices()] = relabel_block(
-            self._labels(block_id), merged.block_lookup(index), target.dtype
-        )
-        write_block_levels(group, *self._block_levels(), box.start, box.stop, "mode")
+        ids = relabel_block(self._labels(block_id), merged.block_lookup(index), target.dtype)
+        target[box.slices()] = ids
+        write_block_levels(group, *self._block_levels(), box.start, box.stop, "mode", ids)
         write_bytes_atomic(self.path(f"{block_id}.done"), b"")
 
     def finish(self, objects_csv: str | os.PathLike[str]) -> pd.DataFrame:
