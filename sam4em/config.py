@@ -21,6 +21,7 @@ import jsonschema
 import numpy as np
 import yaml
 
+from sam4em.blocks.plan import chunk_misfit
 from sam4em.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
@@ -153,12 +154,12 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
         )
     inf = config["inference"]
     for key in ("inference", "components"):
-        for axis, b, c in zip("zyx", config[key]["block_shape"] or (), inf["chunks"], strict=False):
-            if b % c:
-                raise ConfigError(
-                    f"{origin}: {key}.block_shape: {axis} size {b} is not a multiple of "
-                    f"inference.chunks {c} (block cores must align with the chunk grid)"
-                )
+        shape = config[key]["block_shape"]
+        if shape and (why := chunk_misfit(shape, inf["chunks"])):
+            raise ConfigError(
+                f"{origin}: {key}.block_shape: {why} (inference.chunks; block cores must "
+                "align with the chunk grid)"
+            )
     if inf["tile_overlap"] is None:
         inf["tile_overlap"] = model["img_size"] // 4
     if inf["tile_overlap"] >= model["img_size"]:

@@ -267,5 +267,5 @@ def test_component_blocks_must_be_whole_chunks(tmp_path):
 
     pred = _prediction(tmp_path, np.zeros((4, 32, 32), np.uint8), [2, 16, 16])
     settings = ComponentSettings(connectivity=6, block_shape=(4, 24, 32), threshold=0.5)
-    with pytest.raises(InputDataError, match="y=24 is not a multiple"):
+    with pytest.raises(InputDataError, match="y size 24 is not a multiple"):
         ComponentJobs(settings, pred, "mito", tmp_path / "i.zarr", tmp_path / "w")

@@ -127,6 +127,15 @@ def default_block_shape(shape: Sequence[int], chunks: Sequence[int], most: Seque
     return tuple(-(-min(s, m) // c) * c for s, c, m in zip(shape, chunks, most, strict=True))  # type: ignore[return-value]
 
 
+def chunk_misfit(block_shape: Sequence[int], chunks: Sequence[int]) -> str | None:
+    """Why blocks of ``block_shape`` would not be whole chunks of ``chunks`` (the first
+    axis that is not a multiple), or None where they are."""
+    for axis, b, c in zip("zyx", block_shape, chunks, strict=True):
+        if int(b) % int(c):
+            return f"{axis} size {b} is not a multiple of the chunks' {c}"
+    return None
+
+
 @dataclass(frozen=True)
 class PlanSettings:
     """What a block plan is made from: block and chunk shapes, the model-tile lattice on
@@ -146,9 +155,8 @@ class PlanSettings:
         if self.block_shape is None:
             return
         _vec3(self.block_shape, "block_shape")
-        for axis, b, c in zip("zyx", self.block_shape, self.chunks, strict=True):
-            if b % c:
-                raise ValueError(f"block_shape {axis}={b} is not a multiple of chunks {axis}={c}")
+        if why := chunk_misfit(self.block_shape, self.chunks):
+            raise ValueError(f"block_shape: {why}")
 
     def resolved(self, shape: Sequence[int]) -> PlanSettings:
         """These settings with the block shape for a volume of ``shape`` filled in:

@@ -142,18 +142,25 @@ def block_contacts(
 
 
 @dataclass(frozen=True)
-class Merged:
-    """The merge's result: provisional id offsets per block, the final id of every
-    provisional id (0 = background or filtered out), and the object table."""
+class IdTable:
+    """Provisional id offsets per block and the final id of every provisional id
+    (0 = background or filtered out)."""
 
     offsets: np.ndarray  # (blocks + 1,) block b's labels are offsets[b] + 1 .. offsets[b + 1]
     final: np.ndarray  # (offsets[-1] + 1,) uint64
-    table: pd.DataFrame
 
     def block_lookup(self, index: int) -> np.ndarray:
         """Block ``index``'s label -> final id (position 0 maps background to 0)."""
         lo, hi = self.offsets[index], self.offsets[index + 1]
         return np.concatenate([[0], self.final[lo + 1 : hi + 1]]).astype(np.uint64)
+
+
+@dataclass(frozen=True)
+class Merged:
+    """The merge's result: the final ids and the object table."""
+
+    ids: IdTable
+    table: pd.DataFrame
 
 
 def merge_blocks(
@@ -197,14 +204,12 @@ def merge_blocks(
             **{f"centroid_{a}": centroid[:, i] for i, a in enumerate("zyx")},
         }
     )
-    return Merged(offsets, final_of_root[roots], table)
+    return Merged(IdTable(offsets, final_of_root[roots]), table)
 
 
 def relabel_block(local: np.ndarray, lookup: np.ndarray, dtype: Any) -> np.ndarray:
-    """A block's labels turned into final ids with its :meth:`Merged.block_lookup`."""
-    ids = np.empty(local.shape, dtype)
-    np.take(lookup.astype(dtype), local, out=ids)
-    return ids
+    """A block's labels turned into final ids with its :meth:`IdTable.block_lookup`."""
+    return lookup.astype(dtype)[local]  # (np.take would copy local as int64 indices)
 
 
 def blockwise_components(
@@ -242,7 +247,7 @@ def blockwise_components(
     merged = merge_blocks(summaries, np.concatenate(contacts), min_voxels, min_z)
     for i, (_, box) in enumerate(cores):
         local = np.asarray(scratch[box.slices()]).astype(np.int64)
-        out[box.slices()] = relabel_block(local, merged.block_lookup(i), out.dtype)
+        out[box.slices()] = relabel_block(local, merged.ids.block_lookup(i), out.dtype)
         if progress:
             progress("relabel")
     return merged.table

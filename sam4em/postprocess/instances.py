@@ -41,7 +41,7 @@ import numcodecs
 import numpy as np
 import pandas as pd
 
-from sam4em.blocks.plan import Box, named_cores, read_plan
+from sam4em.blocks.plan import Box, chunk_misfit, named_cores, read_plan
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import (
     create_directory_once,
@@ -54,7 +54,7 @@ from sam4em.io.pyramid import block_pyramid, create_levels, write_block_levels, 
 from sam4em.io.zarr_store import LEVEL0, PREDICTION, class_array, create_array, open_group
 from sam4em.postprocess.block_components import (
     BlockSummary,
-    Merged,
+    IdTable,
     block_contacts,
     label_block,
     merge_blocks,
@@ -95,12 +95,11 @@ class ComponentJobs:
     def __post_init__(self) -> None:
         probs = self._probs
         block = self.settings.block_for(probs.shape, probs.chunks)
-        for axis, b, c in zip("zyx", block, probs.chunks, strict=True):
-            if b % c:
-                raise InputDataError(
-                    f"components block_shape {axis}={b} is not a multiple of {self.pred}'s "
-                    f"chunks ({axis}={c}): set components.block_shape to a multiple"
-                )
+        if why := chunk_misfit(block, probs.chunks):
+            raise InputDataError(
+                f"components block_shape: {why} of {self.pred}: set components.block_shape "
+                "to a multiple"
+            )
 
     # what every job derives from pred.zarr, opened once a job
     @cached_property
@@ -194,13 +193,13 @@ class ComponentJobs:
         )
         smallest = self.settings.min_voxels_for(self.voxel_nm)
         merged = merge_blocks(summaries, contacts, smallest, self.settings.min_z)
-        np.save(self.path("final.npy.tmp.npy"), merged.final)
+        np.save(self.path("final.npy.tmp.npy"), merged.ids.final)
         os.replace(self.path("final.npy.tmp.npy"), self.path("final.npy"))
         write_bytes_atomic(self.path("table.csv"), merged.table.to_csv(index=False).encode())
         target = self._create_target()
         write_json_atomic(
             self.path("merge.json"),
-            {"target": target, "objects": len(merged.table), "offsets": merged.offsets.tolist(),
+            {"target": target, "objects": len(merged.table), "offsets": merged.ids.offsets.tolist(),
              "min_voxels": smallest},
         )  # fmt: skip
         return len(merged.table)
@@ -227,18 +226,18 @@ class ComponentJobs:
         block = self.settings.block_for(probs.shape, probs.chunks)
         return block_pyramid(probs.shape, probs.chunks, block)
 
-    def _merged(self) -> tuple[dict[str, Any], Merged]:
+    def _merged(self) -> tuple[dict[str, Any], IdTable]:
         record = json.loads(self.path("merge.json").read_text(encoding="utf-8"))
         final = np.load(self.path("final.npy"), mmap_mode="r")
-        return record, Merged(np.asarray(record["offsets"], np.int64), final, pd.DataFrame())
+        return record, IdTable(np.asarray(record["offsets"], np.int64), final)
 
     def relabel(self, block_id: str) -> None:
         """Write one block's final ids into the class array, then its done marker."""
-        record, merged = self._merged()
+        record, id_table = self._merged()
         index, box = self._block(block_id)
         group = open_group(self.out / record["target"], mode="r+")
         target = group[LEVEL0]
-        ids = relabel_block(self._labels(block_id), merged.block_lookup(index), target.dtype)
+        ids = relabel_block(self._labels(block_id), id_table.block_lookup(index), target.dtype)
         target[box.slices()] = ids
         write_block_levels(group, *self._block_levels(), box.start, box.stop, "mode", ids)
         write_bytes_atomic(self.path(f"{block_id}.done"), b"")

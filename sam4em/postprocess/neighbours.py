@@ -31,11 +31,20 @@ def touching_pairs(labels: np.ndarray, connectivity: int) -> np.ndarray:
         a, b = labels[src], labels[dst]
         hit = (a != 0) & (b != 0) & (a != b)
         if hit.any():
-            pairs = np.stack([a[hit], b[hit]], axis=1)
-            found.append(np.sort(pairs, axis=1))
-    if not found:
+            a, b = a[hit].astype(np.int64), b[hit].astype(np.int64)
+            found.append(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1))
+    return unique_pairs(np.concatenate(found) if found else np.zeros((0, 2), np.int64))
+
+
+def unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """The distinct rows of a (k, 2) array of non-negative int64 ids, sorted."""
+    if not len(pairs):
         return np.zeros((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(found).astype(np.int64), axis=0)
+    top = int(pairs.max()) + 1
+    if top > 2**31:  # the one-number key below would overflow
+        return np.unique(pairs, axis=0)
+    keys = np.unique(pairs[:, 0] * top + pairs[:, 1])  # one sort of numbers, not of rows
+    return np.stack([keys // top, keys % top], axis=1)
 
 
 def shell_pairs(
@@ -52,4 +61,4 @@ def shell_pairs(
                 index = [slice(None)] * 3
                 index[axis] = slice(max(lo, 0), lo + 2)
                 found.append(touching_pairs(labels[tuple(index)], connectivity))
-    return np.unique(np.concatenate(found), axis=0)
+    return unique_pairs(np.concatenate(found))

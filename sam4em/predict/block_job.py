@@ -1,8 +1,9 @@
 """One inference job: predict a block's core with warm-up, write its chunks, mark it done.
 
 The job reads the block's read box over its warm-up and core slices (and, for a
-both-ways run, as many slices after the core), runs the model slice by slice with the
-memory, keeps the core and writes it into ``pred.zarr``, then the core's footprint in
+both-ways run, as many slices after the core) on a background thread
+(:class:`~sam4em.io.prefetch.PrefetchedStack`) while the model runs slice by slice with
+the memory, keeps the core and writes it into ``pred.zarr``, then the core's footprint in
 the viewer levels it covers in whole chunks. Slices are written as soon as
 they are final; ``{block}.done`` is written last, so a killed job leaves no marker and
 its rerun redoes the whole block (rewriting identical chunks).
@@ -23,6 +24,7 @@ import numpy as np
 from sam4em.blocks.plan import Block, PlanSettings, read_plan
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
+from sam4em.io.prefetch import PrefetchedStack
 from sam4em.io.pyramid import block_pyramid, write_block_levels
 from sam4em.io.zarr_store import LEVEL0, VOLUME
 from sam4em.model.checkpoint import load_checkpoint
@@ -153,7 +155,6 @@ def predict_block(
     (_, ry0, rx0), (_, ry1, rx1) = block.read.start, block.read.stop
     z0 = block.warmup[0]
     z1 = min(raw.shape[0], cz1 + (cz0 - z0)) if settings.both_ways else cz1
-    stack = np.asarray(raw[z0:z1, ry0:ry1, rx0:rx1])
     window = block_window(block, raw.shape, geometry)
     arrays = [store[f"{c}/{LEVEL0}"] for c in classes]
     mark_incomplete(store)
@@ -167,7 +168,8 @@ def predict_block(
             array[z, cy0:cy1, cx0:cx1] = v
 
     total = (z1 - z0) * (2 if settings.both_ways else 1)
-    with progress(total=total, desc=f"block {block_id}", unit="slice") as bar:
+    reader = PrefetchedStack(array=raw, z=(z0, z1), y=(ry0, ry1), x=(rx0, rx1))
+    with reader as stack, progress(total=total, desc=f"block {block_id}", unit="slice") as bar:
         if settings.both_ways:
             probs = predictor.predict(stack, window, lambda: bar.update(1))
             for z in range(cz0, cz1):

@@ -12,7 +12,7 @@ symmetries of the square, each with its own memory), and the answers are average
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,31 +115,33 @@ class StackPredictor:
         return torch.stack(undone).mean(0)
 
     def run_window(
-        self, stack: np.ndarray, order: Iterable[int], window: PlaneWindow
+        self, stack: Sequence[np.ndarray], order: Iterable[int], window: PlaneWindow
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """:meth:`run_pass` on the model grid: ``stack`` (read from ``window.read_origin``
-        of the volume plane) is resampled onto ``window.model_box``, the window's tiles
+        """:meth:`run_pass` on the model grid: each slice ``stack[k]`` (read from
+        ``window.read_origin`` of the volume plane; any sequence of 2D slices, fetched
+        when its turn comes) is resampled onto ``window.model_box``, the window's tiles
         run there, and each slice's probabilities come back resampled onto
         ``window.core_box`` of the volume plane."""
-        model_plane, (my0, _, mx0, _) = window.model_plane, window.model_box
-        scaled = np.stack(
-            [
-                resample(
-                    im, window.plane, model_plane, window.read_origin, window.model_box, grey=True
-                )
-                for im in stack
-            ]
-        )
-        for k, probs in self.run_pass(scaled, order, list(window.origins)):
+        model_plane, (my0, my1, mx0, mx1) = window.model_plane, window.model_box
+        scaled = (
+            (k, resample(stack[k], window.plane, model_plane, window.read_origin,
+                         window.model_box, grey=True))
+            for k in order
+        )  # fmt: skip
+        for k, probs in self.run_pass(scaled, (my1 - my0, mx1 - mx0), list(window.origins)):
             yield k, resample(probs, model_plane, window.plane, (my0, mx0), window.core_box)
 
     @torch.inference_mode()
     def run_pass(
-        self, stack: np.ndarray, order: Iterable[int], origins: list[tuple[int, int]]
+        self,
+        slices: Iterable[tuple[int, np.ndarray]],
+        plane: tuple[int, int],
+        origins: list[tuple[int, int]],
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(k, probabilities (C, Y, X))`` for slices ``k`` of ``stack`` in ``order``,
-        each conditioned on the memory of the slices before it in that order."""
-        _, height, width = stack.shape
+        """Yield ``(k, probabilities (C, Y, X))`` for the ``(k, slice)`` pairs of
+        ``slices`` (each ``plane`` in size), each conditioned on the memory of the slices
+        before it."""
+        height, width = plane
         s = self.size
         chunks = [
             origins[i : i + self.settings.max_batch]
@@ -149,10 +151,10 @@ class StackPredictor:
         if max(y for y, _ in origins) + s > max(height, s) or max(x for _, x in origins) + s > max(
             width, s
         ):
-            raise ValueError(f"tiles at {origins} leave the stack {stack.shape}")
+            raise ValueError(f"tiles at {origins} leave the slice plane {plane}")
         banks = [self.model.new_memory() for _ in chunks]
-        for k in order:
-            image = torch.from_numpy(_pad(stack[k], s)).to(self.device)
+        for k, plane_image in slices:
+            image = torch.from_numpy(_pad(plane_image, s)).to(self.device)
             acc = torch.zeros((self.n_classes, *image.shape), device=self.device)
             norm = torch.zeros(image.shape, device=self.device)
             for chunk, bank in zip(chunks, banks, strict=True):
@@ -166,7 +168,7 @@ class StackPredictor:
 
     def predict(
         self,
-        stack: np.ndarray,
+        stack: Sequence[np.ndarray],
         window: PlaneWindow | None = None,
         on_slice: Callable[[], None] | None = None,
     ) -> np.ndarray:
@@ -178,12 +180,12 @@ class StackPredictor:
         ``both_ways`` the stack is also run from the last slice to the first and the
         passes averaged. ``on_slice`` is called after every slice (progress).
         """
-        if stack.ndim != 3:
-            raise ValueError(f"expected a (z, y, x) stack, got shape {stack.shape}")
-        z = stack.shape[0]
+        z = len(stack)
+        if not z or np.ndim(stack[0]) != 2:
+            raise ValueError(f"expected a (z, y, x) stack, got shape {np.shape(stack)}")
         if window is None:
             lattice = Lattice.from_overlap(self.size, self.size // 4)
-            window = PlaneWindow.whole(stack.shape[1:], self.settings.scale, lattice)
+            window = PlaneWindow.whole(stack[0].shape, self.settings.scale, lattice)
         cy0, cy1, cx0, cx1 = window.core_box
         out = np.zeros((self.n_classes, z, cy1 - cy0, cx1 - cx0), dtype=np.float32)
         orders = [range(z)] + ([range(z - 1, -1, -1)] if self.settings.both_ways else [])
