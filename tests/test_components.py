@@ -269,3 +269,27 @@ def test_component_blocks_must_be_whole_chunks(tmp_path):
     settings = ComponentSettings(connectivity=6, block_shape=(4, 24, 32), threshold=0.5)
     with pytest.raises(InputDataError, match="y size 24 is not a multiple"):
         ComponentJobs(settings, pred, "mito", tmp_path / "i.zarr", tmp_path / "w")
+
+
+def test_relabel_jobs_write_the_viewer_levels_of_their_blocks(tmp_path):
+    """Relabel jobs write level 0 and the levels their blocks cover in whole chunks a
+    z chunk at a time; the result is the 2 x 2 mode pyramid of the finished labels."""
+    from scipy import ndimage
+
+    from sam4em.io.pyramid import block_pyramid, halve
+    from sam4em.io.zarr_store import open_group
+    from sam4em.postprocess.instances import components_for_class
+
+    rng = np.random.default_rng(8)
+    smooth = ndimage.gaussian_filter(rng.random((4, 1100, 600)), (0.5, 4, 4))
+    probs = ((smooth > np.quantile(smooth, 0.6)) * 255).astype(np.uint8)
+    pred = _prediction(tmp_path, probs, [2, 64, 64])
+    settings = ComponentSettings(connectivity=26, block_shape=(4, 512, 512), threshold=0.5)
+    assert block_pyramid(probs.shape, (2, 64, 64), (4, 512, 512))[1] == [1, 2, 4]
+    components_for_class(settings, pred, "mito", tmp_path / "i.zarr", tmp_path / "m.csv")
+    group = open_group(tmp_path / "i.zarr")["mito"]
+    expected = np.asarray(group["0"])
+    assert expected.max() > 20
+    for level in ("1", "2"):
+        expected = halve(expected, "mode")
+        np.testing.assert_array_equal(np.asarray(group[level]), expected, err_msg=level)

@@ -236,10 +236,16 @@ class ComponentJobs:
         record, id_table = self._merged()
         index, box = self._block(block_id)
         group = open_group(self.out / record["target"], mode="r+")
-        target = group[LEVEL0]
-        ids = relabel_block(self._labels(block_id), id_table.block_lookup(index), target.dtype)
-        target[box.slices()] = ids
-        write_block_levels(group, *self._block_levels(), box.start, box.stop, "mode", ids)
+        target, levels = group[LEVEL0], self._block_levels()
+        labels, lookup = self._labels(block_id), id_table.block_lookup(index)
+        # one chunk deep at a time: memory is that of a slab, not of the block's ids
+        step = target.chunks[0]
+        for z in range(0, len(labels), step):
+            ids = relabel_block(labels[z : z + step], lookup, target.dtype)
+            start = (box.start[0] + z, *box.start[1:])
+            stop = (start[0] + len(ids), *box.stop[1:])
+            target[tuple(map(slice, start, stop))] = ids
+            write_block_levels(group, *levels, start, stop, "mode", ids)
         write_bytes_atomic(self.path(f"{block_id}.done"), b"")
 
     def finish(self, objects_csv: str | os.PathLike[str]) -> pd.DataFrame:
