@@ -3,10 +3,10 @@
 The job reads the block's read box over its warm-up and core slices (and, for a
 both-ways run, as many slices after the core) on a background thread
 (:class:`~sam4em.io.prefetch.PrefetchedStack`) while the model runs slice by slice with
-the memory, keeps the core and writes it into ``pred.zarr``, then the core's footprint in
-the viewer levels it covers in whole chunks. Slices are written as soon as
-they are final; ``{block}.done`` is written last, so a killed job leaves no marker and
-its rerun redoes the whole block (rewriting identical chunks).
+the memory, and keeps the core: it goes into ``pred.zarr`` a z chunk at a time, with its
+footprint in the viewer levels the block covers in whole chunks. Slices are written as
+soon as their chunk is final; ``{block}.done`` is written last, so a killed job leaves
+no marker and its rerun redoes the whole block (rewriting identical chunks).
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sam4em.blocks.plan import Block, PlanSettings, read_plan
+from sam4em.blocks.plan import Block, Box, PlanSettings, read_plan
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.prefetch import PrefetchedStack
@@ -101,6 +102,58 @@ def _fail_once_for_tests(block_id: str) -> None:
         raise RuntimeError(f"block {block_id}: injected test failure (SAM4EM_TEST_FAIL_ONCE)")
 
 
+class _CoreWriter:
+    """Writes a block's core, handed over slice by slice in z order, a z chunk at a time:
+    each class's uint8 probabilities into level 0 and the footprint in the viewer levels
+    ``levels`` (:func:`~sam4em.io.pyramid.block_pyramid`), from the slab in memory. The
+    writing (compression, mostly) runs on a thread while the model goes on; one slab
+    at a time waits there. Use as a context manager: leaving it waits for the last."""
+
+    def __init__(
+        self, *, store: Any, classes: list[str], core: Box, levels: tuple[list[str], list[int]]
+    ) -> None:
+        self.groups = [store[c] for c in classes]
+        self.core, self.levels = core, levels
+        self.step = int(self.groups[0][LEVEL0].chunks[0])
+        self.pending: list[np.ndarray] = []  # (C, y, x) slices from self.z
+        self.z = core.start[0]
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slab-writer")
+        self.writing: Future[None] | None = None
+
+    def add(self, z: int, probs: np.ndarray) -> None:
+        """The probabilities (C, y, x) of core slice ``z`` (the next one)."""
+        if z != self.z + len(self.pending):
+            raise ValueError(f"slice {z} out of order (expected {self.z + len(self.pending)})")
+        self.pending.append(np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8))
+        if (z + 1) % self.step == 0 or z + 1 == self.core.stop[0]:
+            slab = np.stack(self.pending, axis=1)  # (C, z, y, x)
+            start = (self.z, *self.core.start[1:])
+            stop = (self.z + slab.shape[1], *self.core.stop[1:])
+            self._wait()
+            self.writing = self.pool.submit(self._write, slab, start, stop)
+            self.z, self.pending = stop[0], []
+
+    def _write(self, slab: np.ndarray, start: tuple[int, ...], stop: tuple[int, ...]) -> None:
+        for group, values in zip(self.groups, slab, strict=True):
+            group[LEVEL0][tuple(map(slice, start, stop))] = values
+            write_block_levels(group, *self.levels, start, stop, "mean", values)
+
+    def _wait(self) -> None:
+        if self.writing is not None:
+            self.writing.result()  # raises what the write raised
+            self.writing = None
+
+    def __enter__(self) -> _CoreWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is None:
+                self._wait()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
 def predict_block(
     inference: dict[str, Any],
     checkpoint: str | os.PathLike[str],
@@ -151,37 +204,31 @@ def predict_block(
     classes = list(model.config.classes)
     store = ensure_pred_store(out, store_identity(raw.shape, geometry.chunks, classes),
                               meta["voxel_size_nm"], geometry.block_shape)  # fmt: skip
-    (cz0, cy0, cx0), (cz1, cy1, cx1) = block.core.start, block.core.stop
+    cz0, cz1 = block.core.start[0], block.core.stop[0]
     (_, ry0, rx0), (_, ry1, rx1) = block.read.start, block.read.stop
     z0 = block.warmup[0]
     z1 = min(raw.shape[0], cz1 + (cz0 - z0)) if settings.both_ways else cz1
     window = block_window(block, raw.shape, geometry)
-    arrays = [store[f"{c}/{LEVEL0}"] for c in classes]
     mark_incomplete(store)
     thresholds = payload["extra"].get("thresholds")
     if thresholds and store.attrs.get("thresholds") != thresholds:
         store.attrs["thresholds"] = thresholds  # the same for every block of one model
 
-    def write(z: int, probs: np.ndarray) -> None:
-        values = np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8)
-        for array, v in zip(arrays, values, strict=True):
-            array[z, cy0:cy1, cx0:cx1] = v
-
+    levels = block_pyramid(raw.shape, geometry.chunks, geometry.block_shape)  # type: ignore[arg-type]
+    writer = _CoreWriter(store=store, classes=classes, core=block.core, levels=levels)
     total = (z1 - z0) * (2 if settings.both_ways else 1)
     reader = PrefetchedStack(array=raw, z=(z0, z1), y=(ry0, ry1), x=(rx0, rx1))
-    with reader as stack, progress(total=total, desc=f"block {block_id}", unit="slice") as bar:
+    bar = progress(total=total, desc=f"block {block_id}", unit="slice")
+    with reader as stack, writer, bar:
         if settings.both_ways:
             probs = predictor.predict(stack, window, lambda: bar.update(1))
             for z in range(cz0, cz1):
-                write(z, probs[:, z - z0])
+                writer.add(z, probs[:, z - z0])
         else:
             for k, p in predictor.run_window(stack, range(len(stack)), window):
                 if z0 + k >= cz0:
-                    write(z0 + k, p)
+                    writer.add(z0 + k, p)
                 bar.update(1)
-    levels = block_pyramid(raw.shape, geometry.chunks, geometry.block_shape)  # type: ignore[arg-type]
-    for cls in classes:
-        write_block_levels(store[cls], *levels, block.core.start, block.core.stop, "mean")
     seconds = time.perf_counter() - t0
     record = {
         "job": job_id,

@@ -110,8 +110,10 @@ class StackPredictor:
                 logits = self.model.step(batch, bank).final
             else:
                 logits = self.model(batch).final
-        probs = torch.sigmoid(logits.float()).chunk(len(views))
-        undone = [undo_dihedral(p, k) for k, p in zip(views, probs, strict=True)]
+        probs = torch.sigmoid(logits.float())
+        if len(views) == 1:
+            return probs
+        undone = [undo_dihedral(p, k) for k, p in zip(views, probs.chunk(len(views)), strict=True)]
         return torch.stack(undone).mean(0)
 
     def run_window(

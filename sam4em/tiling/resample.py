@@ -15,9 +15,11 @@ Axes are resampled separately with small weight matrices over the needed range o
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
+from scipy import sparse
 
 
 def scaled_length(n: int, scale: float) -> int:
@@ -84,8 +86,8 @@ def resample(
     if identity:  # a plain crop
         (fy, ny), (fx, nx) = (y0, y1 - y0), (x0, x1 - x0)
     else:
-        fy, wy = resample_weights(full_in[0], full_out[0], y0, y1)
-        fx, wx = resample_weights(full_in[1], full_out[1], x0, x1)
+        fy, wy = _sparse_weights(full_in[0], full_out[0], y0, y1)
+        fx, wx = _sparse_weights(full_in[1], full_out[1], x0, x1)
         ny, nx = wy.shape[1], wx.shape[1]
     ay, ax = fy - origin_in[0], fx - origin_in[1]
     if ay < 0 or ax < 0 or ay + ny > image.shape[-2] or ax + nx > image.shape[-1]:
@@ -94,5 +96,20 @@ def resample(
     if identity:
         out = window.astype(np.float32)
     else:  # float64 sums: a window and the whole plane agree far below float32 precision
-        out = (wy @ window.astype(np.float64) @ wx.T).astype(np.float32)
+        out = _apply(wy, _apply(wx, window.astype(np.float64), -1), -2).astype(np.float32)
     return np.clip(np.round(out), 0, 255).astype(np.uint8) if grey else out
+
+
+@functools.lru_cache(maxsize=32)
+def _sparse_weights(n_in: int, n_out: int, start: int, stop: int) -> tuple[int, sparse.csr_array]:
+    """:func:`resample_weights` as a sparse matrix (each output pixel has a few non-zero
+    weights), kept for the next slice of the same window."""
+    first, weights = resample_weights(n_in, n_out, start, stop)
+    return first, sparse.csr_array(weights)
+
+
+def _apply(weights: sparse.csr_array, data: np.ndarray, axis: int) -> np.ndarray:
+    """``weights`` (out, in) applied along ``axis`` of ``data``."""
+    moved = np.moveaxis(data, axis, 0)
+    out = weights @ moved.reshape(moved.shape[0], -1)
+    return np.moveaxis(out.reshape(weights.shape[0], *moved.shape[1:]), 0, axis)
