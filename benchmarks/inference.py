@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -68,7 +69,10 @@ def _train_quick(config: dict, work: Path) -> Path:
 
 
 def run_all_blocks(config: dict, ckpt: Path, volume: Path, work: Path, block_shape) -> float:
-    """Predict every block of a plan in this process; returns the seconds taken."""
+    """Predict every block of a plan in this process (``work`` emptied first: a done
+    marker left by an earlier run would skip its block); returns the seconds taken."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     inference = config["inference"] | {"block_shape": block_shape}
     shape = open_group(volume)["raw"].shape
     write_plan(work / "blocks.json", shape,
@@ -123,7 +127,8 @@ def block_rss_mb(config_path: Path, ckpt: Path, volume: Path, work: Path) -> flo
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
         "print(int(hwm.split()[1]) / 1024)\n"
     )
-    work.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
     r = subprocess.run([sys.executable, "-c", code, str(config_path), str(ckpt), str(volume),
                         str(work)], capture_output=True, text=True, check=True)  # fmt: skip
     return float(r.stdout.strip().splitlines()[-1])
