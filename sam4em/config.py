@@ -21,8 +21,8 @@ import jsonschema
 import numpy as np
 import yaml
 
-from sam4em.blocks.plan import chunk_misfit
 from sam4em.errors import ConfigError
+from sam4em.io.zarr_store import chunk_misfit
 
 SPLITS = ("train", "val", "test")
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ from typing import Any
 
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
+from sam4em.io.zarr_store import chunk_misfit
 from sam4em.tiling.lattice import Lattice
 
 Vec3 = tuple[int, int, int]
@@ -125,15 +126,6 @@ def default_block_shape(shape: Sequence[int], chunks: Sequence[int], most: Seque
     shape, chunks, most = (_vec3(v, n) for v, n in ((shape, "shape"), (chunks, "chunks"),
                                                     (most, "most")))  # fmt: skip
     return tuple(-(-min(s, m) // c) * c for s, c, m in zip(shape, chunks, most, strict=True))  # type: ignore[return-value]
-
-
-def chunk_misfit(block_shape: Sequence[int], chunks: Sequence[int]) -> str | None:
-    """Why blocks of ``block_shape`` would not be whole chunks of ``chunks`` (the first
-    axis that is not a multiple), or None where they are."""
-    for axis, b, c in zip("zyx", block_shape, chunks, strict=True):
-        if int(b) % int(c):
-            return f"{axis} size {b} is not a multiple of the chunks' {c}"
-    return None
 
 
 @dataclass(frozen=True)

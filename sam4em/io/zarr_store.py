@@ -26,6 +26,15 @@ def blosc_zstd() -> BloscCodec:
     return BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
 
 
+def chunk_misfit(block_shape: Sequence[int], chunks: Sequence[int]) -> str | None:
+    """Why blocks of ``block_shape`` would not be whole chunks of ``chunks`` (the first
+    axis that is not a multiple), or None where they are."""
+    for axis, b, c in zip("zyx", block_shape, chunks, strict=True):
+        if int(b) % int(c):
+            return f"{axis} size {b} is not a multiple of the chunks' {c}"
+    return None
+
+
 def clamp_chunks(chunks: Sequence[int], shape: Sequence[int]) -> tuple[int, ...]:
     """Chunk shape no larger than the array along any axis (and at least 1)."""
     return tuple(max(1, min(int(c), int(s))) for c, s in zip(chunks, shape, strict=True))

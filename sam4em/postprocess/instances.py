@@ -41,7 +41,7 @@ import numcodecs
 import numpy as np
 import pandas as pd
 
-from sam4em.blocks.plan import Box, chunk_misfit, named_cores, read_plan
+from sam4em.blocks.plan import Box, named_cores, read_plan
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import (
     create_directory_once,
@@ -51,7 +51,14 @@ from sam4em.io.atomic import (
     write_json_atomic,
 )
 from sam4em.io.pyramid import block_pyramid, create_levels, write_block_levels, write_pyramid
-from sam4em.io.zarr_store import LEVEL0, PREDICTION, class_array, create_array, open_group
+from sam4em.io.zarr_store import (
+    LEVEL0,
+    PREDICTION,
+    chunk_misfit,
+    class_array,
+    create_array,
+    open_group,
+)
 from sam4em.postprocess.block_components import (
     BlockSummary,
     IdTable,
