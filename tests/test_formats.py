@@ -285,7 +285,9 @@ def test_levels_written_by_blocks_then_finished_equal_whole(tmp_path, how):
     pyramid.create_levels(blocks, paths, factors)
     for _, box in core_boxes(shape, block):
         blocks["0"][box.slices()] = data[box.slices()]
-        pyramid.write_block_levels(blocks, paths, factors, box.start, box.stop, how)
+        pyramid.write_block_levels(
+            blocks, paths, factors, box.start, box.stop, how, data[box.slices()]
+        )
     pyramid.write_levels(blocks, ["0", "1", "2", "3"], [1, 2, 4, 8], how, done=2)
     for k in "0123":
         np.testing.assert_array_equal(np.asarray(blocks[k]), np.asarray(whole[k]), err_msg=k)

@@ -104,15 +104,12 @@ def write_block_levels(
     start: Sequence[int],
     stop: Sequence[int],
     how: Downsampling,
-    data: np.ndarray | None = None,
+    data: np.ndarray,
 ) -> None:
     """Write the footprint of the level-0 block ``start`` .. ``stop`` (z, y, x) in the
     existing levels ``paths[1:]`` (at most :func:`block_levels` of them): the same values
     as :func:`write_levels` gives there, since the block starts on a multiple of each
-    factor. ``data``: the block's level-0 values where the caller holds them (else they
-    are read back)."""
-    if data is None:
-        data = np.asarray(group[paths[0]][tuple(map(slice, start, stop))])
+    factor. ``data``: the block's level-0 values (the caller has just written them)."""
     (z0, y0, x0), z1 = start, stop[0]
     for path, f in zip(paths[1:], factors[1:], strict=True):
         data = halve(data, how)
