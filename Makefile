@@ -16,7 +16,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps demo test lint format clean benchmarks
 
+# install also links profiles/slurm as the Snakemake profile name `slurm` (in
+# ~/.config/snakemake, or $$XDG_CONFIG_HOME/snakemake), so `snakemake --profile slurm all`
+# works from the project folder; a different profile of that name is left alone
 install: $(STAMP)
+	@$(BIN)/sam4em install-profile --source profiles/slurm || \
+		echo "(the demo and the tests do not need it; on a cluster use --profile profiles/slurm)"
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

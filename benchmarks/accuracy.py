@@ -40,6 +40,7 @@ import yaml
 
 from sam4em.config import validate_config
 from sam4em.data.importer import import_dataset
+from sam4em.data.settings import ImportSettings
 from sam4em.evaluate.run_evaluation import class_metrics
 from sam4em.io.zarr_store import open_group, truth_array
 from sam4em.model.checkpoint import load_checkpoint
@@ -47,7 +48,7 @@ from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
 from sam4em.tiling.settings import TilingSettings
 from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage
-from sam4em.train.settings import stage_settings
+from sam4em.train.settings import StageSettings, TrainSettings
 from sam4em.train.tile_data import TileSet
 from sam4em.train.trainer import THRESHOLD_LEVELS, choose_thresholds, val_dice_table
 
@@ -115,7 +116,9 @@ class Bench:
         self.data, self.work = data, work
         config = base_config(data, 1.0)
         work.mkdir(parents=True, exist_ok=True)
-        self.volume = import_dataset(config, "vnc", work / "volume.zarr")
+        self.volume = import_dataset(
+            ImportSettings.from_config(config, "vnc"), work / "volume.zarr"
+        )
         root = open_group(self.volume)
         self.raw = np.asarray(root["raw"])
         self.labels = {
@@ -179,7 +182,7 @@ def _predict_sam(checkpoint: Path, bench: Bench, memory: bool, tta: bool) -> np.
 def _memory_off_thresholds(checkpoint: Path, config: dict[str, Any], val: str) -> dict:
     """Val-chosen thresholds of the stage-2 weights run slice by slice (memory off)."""
     model, _ = load_checkpoint(checkpoint)
-    s = stage_settings(config, 2)
+    s = StageSettings.from_config(config, 2)
     data = TileSet([val], sequences=False)
     predict = lambda x: [model(x[:, -1]).final]  # noqa: E731
     table = val_dice_table(model, data, s, torch.device("cpu"), predict, THRESHOLD_LEVELS)
@@ -219,9 +222,10 @@ def run_sam4em(
     if reuse and (work / "stage2.pt").is_file():
         info: dict[str, Any] = {"reused": str(work / "stage2.pt"), "scale": scale}
     else:
-        r1 = run_stage(config, 1, [tiles["train"]], [tiles["val"]], work / "stage1.pt",
+        s1, s2 = (TrainSettings.from_config(config, stage) for stage in (1, 2))
+        r1 = run_stage(s1, [tiles["train"]], [tiles["val"]], work / "stage1.pt",
                        work_dir=work / "s1")  # fmt: skip
-        r2 = run_stage(config, 2, [tiles["train"]], [tiles["val"]], work / "stage2.pt",
+        r2 = run_stage(s2, [tiles["train"]], [tiles["val"]], work / "stage2.pt",
                        init=str(work / "stage1.pt"), work_dir=work / "s2")  # fmt: skip
         minutes_used = round((r1.elapsed_s + r2.elapsed_s) / 60, 2)
         info = {"steps": {"stage1": r1.step, "stage2": r2.step}, "train_minutes": minutes_used,
@@ -240,7 +244,7 @@ def run_sam4em(
 
 def _unet_run(bench: Bench, scale: float, u: UNetSettings, seed: int, minutes: float):
     config = _with(bench.config(scale), train__seed=seed)
-    s = replace(stage_settings(config, 1), steps=10**7, minutes=minutes)
+    s = replace(StageSettings.from_config(config, 1), steps=10**7, minutes=minutes)
     tiles, seqs = bench.tiles(scale), u.context > 0
     train = TileSet([tiles["train"]], sequences=seqs)
     val = TileSet([tiles["val"]], sequences=seqs)
@@ -269,8 +273,8 @@ def sweep_sam(bench: Bench, minutes: float, seed: int) -> dict[str, Any]:
         config = _with(bench.config(scale), model__seed=seed, train__seed=seed,
                        train__stage1__lr=lr, train__stage1__steps=10**7,
                        train__stage1__minutes=minutes)  # fmt: skip
-        result = run_stage(config, 1, [tiles["train"]], [tiles["val"]], work / "stage1.pt",
-                           work_dir=work / "s1")  # fmt: skip
+        result = run_stage(TrainSettings.from_config(config, 1), [tiles["train"]],
+                           [tiles["val"]], work / "stage1.pt", work_dir=work / "s1")  # fmt: skip
         extra = load_checkpoint(work / "stage1.pt")[1]["extra"]
         score = float(np.mean(list(extra["val_dice_at_thresholds"].values())))
         trials.append({"scale": scale, "lr": lr, "val_dice": round(score, 4),

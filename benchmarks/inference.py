@@ -39,16 +39,18 @@ import yaml
 from sam4em.blocks.plan import PlanSettings, load_plan, load_settings, redundancy, write_plan
 from sam4em.config import validate_config
 from sam4em.data.importer import import_dataset
+from sam4em.data.settings import ImportSettings
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint
 from sam4em.model.device import pick_device
 from sam4em.model.lora import merge_lora
 from sam4em.model.model_config import ModelConfig
 from sam4em.model.sam4em_model import build_model
-from sam4em.predict.block_job import block_window, predict_block
+from sam4em.predict.block_job import InferenceSettings, block_window, predict_block
 from sam4em.tiling.settings import TilingSettings
 from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage
+from sam4em.train.settings import TrainSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from accuracy import base_config  # noqa: E402
@@ -63,8 +65,14 @@ def _train_quick(config: dict, work: Path) -> Path:
     config = json.loads(json.dumps(config))
     config["train"]["stage1"].update(steps=40, val_every=40, minutes=None)
     config["train"]["stage2"].update(steps=8, val_every=8, minutes=None)
-    run_stage(config, 1, tiles[:1], tiles[1:], work / "stage1.pt")
-    run_stage(config, 2, tiles[:1], tiles[1:], work / "stage2.pt", init=str(work / "stage1.pt"))
+    run_stage(TrainSettings.from_config(config, 1), tiles[:1], tiles[1:], work / "stage1.pt")
+    run_stage(
+        TrainSettings.from_config(config, 2),
+        tiles[:1],
+        tiles[1:],
+        work / "stage2.pt",
+        init=str(work / "stage1.pt"),
+    )
     return work / "stage2.pt"
 
 
@@ -79,7 +87,8 @@ def run_all_blocks(config: dict, ckpt: Path, volume: Path, work: Path, block_sha
                PlanSettings.from_config(config | {"inference": inference}))  # fmt: skip
     t0 = time.perf_counter()
     for b in load_plan(work / "blocks.json"):
-        predict_block(inference, ckpt, volume, work / "blocks.json", b.id, work / "pred.zarr",
+        job = InferenceSettings.from_config(config | {"inference": inference})
+        predict_block(job, ckpt, volume, work / "blocks.json", b.id, work / "pred.zarr",
                       work / "blocks" / f"{b.id}.done")  # fmt: skip
     return time.perf_counter() - t0
 
@@ -116,12 +125,13 @@ def block_rss_mb(config_path: Path, ckpt: Path, volume: Path, work: Path) -> flo
         "from sam4em.config import load_config\n"
         "from sam4em.blocks.plan import PlanSettings, write_plan\n"
         "from sam4em.io.zarr_store import open_group\n"
-        "from sam4em.predict.block_job import predict_block\n"
+        "from sam4em.predict.block_job import InferenceSettings, predict_block\n"
         "cfg, ckpt, vol, work = sys.argv[1:]\n"
         "c = load_config(cfg)\n"
         "shape = open_group(vol)['raw'].shape\n"
         "b = write_plan(work + '/blocks.json', shape, PlanSettings.from_config(c))\n"
-        "predict_block(c['inference'], ckpt, vol, work + '/blocks.json', b[0].id,\n"
+        "job = InferenceSettings.from_config(c)\n"
+        "predict_block(job, ckpt, vol, work + '/blocks.json', b[0].id,\n"
         "              work + '/pred.zarr', work + '/b.done')\n"
         # VmHWM restarts at exec; ru_maxrss would carry the parent's peak over the fork
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
@@ -162,7 +172,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     config = validate_config(base_config(args.data), "benchmark config")
     config["inference"]["tta"] = False  # costs per model forward; TTA multiplies them by 8
-    volume = import_dataset(config, "vnc", work / "volume.zarr")
+    volume = import_dataset(ImportSettings.from_config(config, "vnc"), work / "volume.zarr")
     ckpt = args.checkpoint or _train_quick(config, work)
     shape = open_group(volume)["raw"].shape
     small = config["inference"]["block_shape"]
@@ -192,7 +202,7 @@ def main() -> None:
     tifffile.imwrite(work / "big.tif", np.tile(raw, (1, 2, 4)), photometric="minisblack")
     config["datasets"]["big"] = {"raw": str(work / "big.tif"), "voxel_size": [50, 4.6, 4.6]}
     config = validate_config(config, "benchmark config")
-    big = import_dataset(config, "big", work / "big.zarr")
+    big = import_dataset(ImportSettings.from_config(config, "big"), work / "big.zarr")
     cfg = work / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
     rss_small = block_rss_mb(cfg, ckpt, volume, work / "rss_small")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sam4em.config import validate_config
 from sam4em.data.importer import import_dataset
+from sam4em.data.settings import ImportSettings
 from sam4em.tiling.settings import TilingSettings
 from sam4em.tiling.tiles import write_tiles
 
@@ -42,7 +43,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        vol = import_dataset(config, "vnc", Path(tmp) / "volume.zarr")
+        vol = import_dataset(ImportSettings.from_config(config, "vnc"), Path(tmp) / "volume.zarr")
         t_import = time.perf_counter() - t0
         t0 = time.perf_counter()
         write_tiles(

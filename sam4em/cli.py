@@ -34,6 +34,16 @@ def _cmd_check_config(args: argparse.Namespace) -> None:
     print(f"{args.config}: valid ({len(config['datasets'])} dataset(s): {names})")
 
 
+def _cmd_install_profile(args: argparse.Namespace) -> None:
+    from sam4em.snakemake_profile import install_profile
+
+    link, made = install_profile(args.source, args.name)
+    name = link.name
+    state = "linked" if made else "already linked"
+    print(f"Snakemake profile '{name}' {state}: {link} -> {Path(args.source).resolve()}")
+    print(f"(from the project folder: snakemake --profile {name} all)")
+
+
 def _cmd_fetch_demo(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
     from sam4em.data.demo import DEMO_SHA256, fetch_demo
@@ -51,8 +61,10 @@ def _cmd_fetch_demo(args: argparse.Namespace) -> None:
 def _cmd_import(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
     from sam4em.data.importer import import_dataset
+    from sam4em.data.settings import ImportSettings
 
-    out = import_dataset(load_config(args.config), args.dataset, args.out)
+    settings = ImportSettings.from_config(load_config(args.config), args.dataset)
+    out = import_dataset(settings, args.out)
     print(f"wrote {out}")
 
 
@@ -84,10 +96,10 @@ def _cmd_plan_blocks(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
     from sam4em.train.run_stage import run_stage
+    from sam4em.train.settings import TrainSettings
 
     result = run_stage(
-        load_config(args.config),
-        stage=args.stage,
+        TrainSettings.from_config(load_config(args.config), args.stage),
         train_tiles=args.train_tiles,
         val_tiles=args.val_tiles,
         out=Path(args.out),
@@ -102,31 +114,25 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_predict_block(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
-    from sam4em.model.model_config import model_config_from
-    from sam4em.predict.block_job import predict_block
+    from sam4em.predict.block_job import InferenceSettings, predict_block
 
-    config = load_config(args.config)
     record = predict_block(
-        config["inference"],
+        InferenceSettings.from_config(load_config(args.config)),
         checkpoint=args.checkpoint,
         volume=args.volume,
         plan=args.plan,
         block_id=args.block,
         out=args.out,
         done=args.done or Path(args.out).parent / "blocks" / f"{args.block}.done",
-        base_checkpoint=config["model"]["checkpoint"],
-        expect=model_config_from(config),
     )
     print(f"block {record['block']}: done in {record['seconds']:.1f} s")
 
 
 def _cmd_stitch(args: argparse.Namespace) -> None:
-    from sam4em.config import load_config
     from sam4em.predict.stitch import stitch
 
-    config = load_config(args.config)
     markers = args.markers or Path(args.pred).parent / "blocks"
-    record = stitch(args.volume, args.pred, args.plan, markers, args.summary, args.figure, config)
+    record = stitch(args.volume, args.pred, args.plan, markers, args.summary, args.figure)
     print(f"stitched {record['blocks']} block(s) into {args.pred}")
 
 
@@ -269,6 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("check-config", _cmd_check_config, "validate a config file")
 
+    p = add(
+        "install-profile",
+        _cmd_install_profile,
+        "make a project profile a name Snakemake finds (snakemake --profile slurm)",
+        False,
+    )
+    p.add_argument(
+        "--source", default="profiles/slurm", help="the profile folder (default: profiles/slurm)"
+    )
+    p.add_argument("--name", help="the name to install it as (default: the folder's name)")
+
     p = add("fetch-demo", _cmd_fetch_demo, "make the VNC demo stack available under resources/")
     p.add_argument("--dest", help="destination folder (default: demo.dest)")
     p.add_argument("--local", action="append", help="local copy to use (repeatable)")
@@ -309,7 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--done", help="marker written last (default: blocks/{block}.done next to --out)"
     )
 
-    p = add("stitch", _cmd_stitch, "check all blocks are done; pyramid level, summary, figure")
+    p = add(
+        "stitch",
+        _cmd_stitch,
+        "check all blocks are done; viewer levels, figure, summary, then mark it complete",
+        False,
+    )
     p.add_argument("--volume", required=True, type=_existing_volume, help=VOLUME_HELP)
     p.add_argument("--pred", required=True, type=_existing_pred, help="pred.zarr")
     p.add_argument("--plan", required=True, help="blocks.json")

@@ -124,9 +124,7 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
             f"model.img_size {model['img_size']} (tiles would leave gaps)"
         )
     train = config["train"]
-    if train["balance"] is None:  # default: see synapses often when they are a class
-        train["balance"] = {"synapse": 0.3} if "synapse" in classes else {}
-    for cls in train["balance"]:
+    for cls in train["balance"] or {}:
         if cls not in classes:
             raise ConfigError(f"{origin}: train.balance: class '{cls}' is not in classes {classes}")
     for name in train["pretrain_datasets"]:
@@ -160,9 +158,7 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
                 f"{origin}: {key}.block_shape: {why} (inference.chunks; block cores must "
                 "align with the chunk grid)"
             )
-    if inf["tile_overlap"] is None:
-        inf["tile_overlap"] = model["img_size"] // 4
-    if inf["tile_overlap"] >= model["img_size"]:
+    if inf["tile_overlap"] is not None and inf["tile_overlap"] >= model["img_size"]:
         raise ConfigError(
             f"{origin}: inference.tile_overlap: {inf['tile_overlap']} must be smaller than "
             f"model.img_size {model['img_size']}"

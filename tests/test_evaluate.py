@@ -11,6 +11,7 @@ import yaml
 
 from sam4em.config import validate_config
 from sam4em.data.importer import import_dataset
+from sam4em.data.settings import ImportSettings
 from sam4em.evaluate.run_evaluation import evaluate_dataset
 from sam4em.evaluate.settings import EvaluationSettings
 from sam4em.postprocess.instances import components_for_class
@@ -42,7 +43,7 @@ def _dataset(tmp_path, pred_of):
         "components": {"min_volume_nm3": 0},  # the small object (8e4 nm^3) is scored
     })  # fmt: skip
     res = tmp_path / "results" / "d"
-    import_dataset(config, "d", res / "volume.zarr")
+    import_dataset(ImportSettings.from_config(config, "d"), res / "volume.zarr")
     store = ensure_pred_store(
         res / "pred.zarr", store_identity(raw.shape, [1, 32, 32], ["mito"]), [40, 8, 8]
     )

@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "sam4em"
 # earliest first; a module may import its own stage and the stages before it
 STAGES = [
-    ("errors", "progress"),
+    ("errors", "progress", "snakemake_profile"),
     ("io",),
     ("config",),
     ("plotting",),

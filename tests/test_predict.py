@@ -22,14 +22,16 @@ import yaml
 from sam4em.blocks.plan import PlanSettings, load_plan, write_plan
 from sam4em.config import probability_level, validate_config
 from sam4em.data.importer import import_dataset
+from sam4em.data.settings import ImportSettings
 from sam4em.errors import InputDataError
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from sam4em.predict.block_job import predict_block
+from sam4em.predict.block_job import InferenceSettings, predict_block
 from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
 from sam4em.tiling.settings import TilingSettings
 from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage
+from sam4em.train.settings import TrainSettings
 from tests.conftest import assert_user_error, run_cli, vnc_dataset
 
 CLASSES = ["glia", "mito", "synapse"]
@@ -53,18 +55,24 @@ def trained(tmp_path_factory, vnc):
             "inference": {"chunks": CHUNKS},
         }
     )
-    volume = import_dataset(config, "vnc", tmp / "volume.zarr")
+    volume = import_dataset(ImportSettings.from_config(config, "vnc"), tmp / "volume.zarr")
     tiles = [
         str(write_tiles(volume, s, r, TilingSettings.from_config(config), tmp / f"{s}.zarr"))
         for s, r in (("train", range(0, 14)), ("val", range(14, 16)))
     ]
-    run_stage(config, 1, tiles[:1], tiles[1:], tmp / "stage1.pt")
-    run_stage(config, 2, tiles[:1], tiles[1:], tmp / "stage2.pt", init=str(tmp / "stage1.pt"))
+    run_stage(TrainSettings.from_config(config, 1), tiles[:1], tiles[1:], tmp / "stage1.pt")
+    run_stage(
+        TrainSettings.from_config(config, 2),
+        tiles[:1],
+        tiles[1:],
+        tmp / "stage2.pt",
+        init=str(tmp / "stage1.pt"),
+    )
     raw = np.asarray(open_group(volume)["raw"][CROP])
     tifffile.imwrite(tmp / "crop.tif", raw, photometric="minisblack")
     config["datasets"]["crop"] = {"raw": str(tmp / "crop.tif"), "voxel_size": [50, 4.6, 4.6]}
     config = validate_config(config)
-    crop = import_dataset(config, "crop", tmp / "crop.zarr")
+    crop = import_dataset(ImportSettings.from_config(config, "crop"), tmp / "crop.zarr")
     cfg = tmp / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
     return config, cfg, tmp / "stage2.pt", crop, raw
@@ -79,7 +87,8 @@ def run_blocks(
     settings = config["inference"] | inference | {"block_shape": block_shape, "warmup": warmup}
     write_plan(work / "blocks.json", raw.shape, plan_settings(config, scale, **settings))
     for b in load_plan(work / "blocks.json"):
-        predict_block(settings, ckpt, crop, work / "blocks.json", b.id, work / "pred.zarr",
+        job = InferenceSettings.from_config(config | {"inference": settings})
+        predict_block(job, ckpt, crop, work / "blocks.json", b.id, work / "pred.zarr",
                       work / "blocks" / f"{b.id}.done")  # fmt: skip
     return read_pred(work / "pred.zarr")
 
@@ -223,7 +232,7 @@ def test_parallel_block_jobs_equal_the_serial_run(trained, serial, tmp_path):
 def test_stitch_checks_blocks_and_writes_level_summary_figure(trained, serial):
     config, cfg, ckpt, crop, raw = trained
     tmp_path, pred = serial
-    args = ["stitch", "--config", str(cfg), "--volume", str(crop), "--pred",
+    args = ["stitch", "--volume", str(crop), "--pred",
             str(tmp_path / "pred.zarr"), "--plan", str(tmp_path / "blocks.json"),
             "--summary", str(tmp_path / "predictions.json"),
             "--figure", str(tmp_path / "predictions.png")]  # fmt: skip
@@ -302,8 +311,9 @@ def test_scale_of_plan_and_model_must_agree(trained, half_scale, tmp_path):
     settings = plan_settings(config, block_shape=[12, 512, 512])
     [block] = write_plan(tmp_path / "blocks.json", raw.shape, settings)
     with pytest.raises(InputDataError, match="trained at tiling.scale 0.5"):
-        predict_block(config["inference"], half_scale, crop, tmp_path / "blocks.json", block.id,
-                      tmp_path / "pred.zarr", tmp_path / "b.done")  # fmt: skip
+        predict_block(InferenceSettings.from_config(config), half_scale, crop,
+                      tmp_path / "blocks.json", block.id, tmp_path / "pred.zarr",
+                      tmp_path / "b.done")  # fmt: skip
 
 
 def test_tta_averages_the_symmetries_of_the_square(trained):

@@ -20,6 +20,7 @@ from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
 from sam4em.train.augment import AugmentSettings, augment
 from sam4em.train.run_stage import run_stage
 from sam4em.train.sampler import BalancedSampler
+from sam4em.train.settings import TrainSettings
 from sam4em.train.tile_data import TileSet
 from sam4em.train.trainer import THRESHOLD_LEVELS
 from tests.conftest import assert_user_error, run_cli, vnc_dataset
@@ -214,7 +215,13 @@ def test_inference_uses_only_memory_distances_that_training_produced(vnc_tiles, 
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
     try:
-        run_stage(config, 2, [str(tiles["train"])], [], tmp_path / "s2.pt", init=str(stage1))
+        run_stage(
+            TrainSettings.from_config(config, 2),
+            [str(tiles["train"])],
+            [],
+            tmp_path / "s2.pt",
+            init=str(stage1),
+        )
         phase[0] = "inference"
         model, _ = load_checkpoint(tmp_path / "s2.pt")
         warmup = config["inference"]["warmup"]
@@ -232,7 +239,9 @@ def test_minutes_budget_drives_the_schedule_to_its_end(vnc_tiles, tmp_path):
     _, cfg, tiles = vnc_tiles
     config = load_config(cfg)
     config["train"]["stage1"] |= {"steps": 10**6, "minutes": 0.2, "warmup_steps": 2}
-    result = run_stage(config, 1, [str(tiles["train"])], [], tmp_path / "s1.pt")
+    result = run_stage(
+        TrainSettings.from_config(config, 1), [str(tiles["train"])], [], tmp_path / "s1.pt"
+    )
     assert 0.2 * 60 <= result.elapsed_s < 0.2 * 60 + 10
     lrs = pd.DataFrame(result.history).dropna(subset=["lr"])["lr"].to_numpy()
     base = config["train"]["stage1"]["lr"]
@@ -256,23 +265,23 @@ def test_z_reversal_flips_sequences_only():
 
 
 def test_memory_modules_learn_at_their_own_rate_in_stage_2_only(vnc_tiles):
-    from sam4em.model.model_config import model_config_from
+    from sam4em.model.model_config import ModelConfig
     from sam4em.model.sam4em_model import build_model
-    from sam4em.train.settings import stage_settings
+    from sam4em.train.settings import StageSettings
     from sam4em.train.trainer import _param_groups
 
     config = load_config(vnc_tiles[1])
     config["train"]["stage2"]["memory_lr"] = 3e-3
-    model = build_model(model_config_from(config))
+    model = build_model(ModelConfig.from_config(config))
     names = {id(p): n for n, p in model.named_parameters()}
-    groups = _param_groups(model, stage_settings(config, 2))
+    groups = _param_groups(model, StageSettings.from_config(config, 2))
     memory = [g for g in groups if all(names[id(p)].startswith("memory_") for p in g["params"])]
     assert len(memory) == 1 and memory[0]["lr"] == 3e-3
     others = [names[id(p)] for g in groups if g is not memory[0] for p in g["params"]]
     assert others and not any(n.startswith("memory_") for n in others)
     assert groups[0]["lr"] == config["train"]["stage2"]["lr"]
     # stage 1 trains no memory parameter; null memory_lr means the stage's lr
-    groups = _param_groups(model, stage_settings(config, 1))
+    groups = _param_groups(model, StageSettings.from_config(config, 1))
     assert not any(names[id(p)].startswith("memory_") for g in groups for p in g["params"])
     config["train"]["stage2"]["memory_lr"] = None
-    assert stage_settings(config, 2).memory_lr == config["train"]["stage2"]["lr"]
+    assert StageSettings.from_config(config, 2).memory_lr == config["train"]["stage2"]["lr"]

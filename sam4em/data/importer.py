@@ -16,17 +16,17 @@ The workflow's ``layers`` step later lists each class's predicted objects here a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import zarr
 
 from sam4em import __version__
-from sam4em.config import dataset as dataset_config
+from sam4em.data.settings import ImportSettings
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import atomic_directory, check_output_target
 from sam4em.io.intensity import to_uint8, volume_range
@@ -60,9 +60,7 @@ def _read_keyed(source: VolumeSource, key: str, z0: int, z1: int) -> np.ndarray:
         raise InputDataError(f"{key}: {exc}") from None
 
 
-def _check_inputs(
-    raw: VolumeSource, labels: list[ClassMaskSource], ds: dict[str, Any], key: str
-) -> None:
+def _check_inputs(raw: VolumeSource, labels: list[ClassMaskSource], s: ImportSettings) -> None:
     for lab in labels:
         if lab.source.shape != raw.shape:
             raise InputDataError(
@@ -70,47 +68,59 @@ def _check_inputs(
                 f"{raw.shape} ({raw.name})"
             )
     nz = raw.shape[0]
-    for part, (first, last) in (ds.get("split") or {}).items():
+    for part, (first, last) in s.split.items():
         if last >= nz:
             raise InputDataError(
-                f"{key}.split.{part}: slices {first}-{last} are outside the volume "
+                f"{s.key}.split.{part}: slices {first}-{last} are outside the volume "
                 f"({nz} slices, 0-{nz - 1})"
             )
 
 
-def input_paths(ds: dict[str, Any]) -> list[Path]:
+def input_paths(settings: ImportSettings) -> list[Path]:
     """The files and folders a dataset config reads: raw and every label source."""
-    labels = ds.get("labels") or {}
-    specs = [ds["raw"], *([labels["source"]] if "source" in labels else [])]
+    labels = settings.labels or {}
+    specs = [settings.raw, *([labels["source"]] if "source" in labels else [])]
     return [source_path(s) for s in [*specs, *(labels.get("masks") or {}).values()]]
 
 
-def import_dataset(config: dict[str, Any], name: str, out: str | os.PathLike[str]) -> Path:
-    """Read dataset ``name`` of ``config`` and write ``out`` (a ``volume.zarr``) atomically.
+def inputs_fingerprint(settings: ImportSettings) -> str:
+    """A digest of the name, size and modification time of every file the dataset's
+    sources hold (a folder's own time does not change when a file in it is rewritten).
+    The workflow declares it, so new pixels under the same file name re-import."""
+    entries = []
+    for root in input_paths(settings):
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            stat = path.stat()
+            entries.append(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+
+
+def import_dataset(settings: ImportSettings, out: str | os.PathLike[str]) -> Path:
+    """Read the dataset of ``settings`` and write ``out`` (a ``volume.zarr``) atomically.
 
     ``out`` may replace an earlier volume store, never anything else or an input."""
-    ds = dataset_config(config, name)
-    key = f"datasets.{name}"
-    check_output_target(out, input_paths(ds))
+    key = settings.key
+    check_output_target(out, input_paths(settings))
     with contextlib.ExitStack() as stack:
-        raw = stack.enter_context(_open_keyed(ds["raw"], f"{key}.raw"))
+        raw = stack.enter_context(_open_keyed(settings.raw, f"{key}.raw"))
         try:
-            labels = list(open_label_sources(ds.get("labels"), config["classes"], key))
+            labels = list(open_label_sources(settings.labels, list(settings.classes), key))
         except InputDataError as exc:
             raise InputDataError(f"{key}.labels: {exc}") from None
         for src in {id(lab.source): lab.source for lab in labels}.values():
             stack.enter_context(src)
-        _check_inputs(raw, labels, ds, key)
+        _check_inputs(raw, labels, settings)
         if raw.dtype == np.uint8:
             lo, hi = 0.0, 255.0
-        elif ds.get("raw_range"):
-            lo, hi = map(float, ds["raw_range"])
+        elif settings.raw_range:
+            lo, hi = settings.raw_range
         else:
             try:
                 lo, hi = volume_range(raw)
             except InputDataError as exc:
                 raise InputDataError(f"{key}.raw: {exc}") from None
-        return _write_volume(config, name, ds, raw, labels, (lo, hi), Path(out))
+        return _write_volume(settings, raw, labels, (lo, hi), Path(out))
 
 
 def _check_label_values(labels: list[ClassMaskSource], seen: dict[int, set[int]]) -> None:
@@ -129,25 +139,23 @@ def _check_label_values(labels: list[ClassMaskSource], seen: dict[int, set[int]]
 
 
 def _write_volume(
-    config: dict[str, Any],
-    name: str,
-    ds: dict[str, Any],
+    settings: ImportSettings,
     raw: VolumeSource,
     labels: list[ClassMaskSource],
     raw_range: tuple[float, float],
     out: Path,
 ) -> Path:
-    chunks = config["storage"]["chunks"]
+    chunks, name, classes = list(settings.chunks), settings.name, list(settings.classes)
     shape = raw.shape
     metadata = {
         "version": __version__,
         "import_id": uuid.uuid4().hex,  # a new identity per import: stale blocks are redone
         "dataset": name,
-        "classes": config["classes"],
+        "classes": classes,
         "labelled_classes": [lab.cls for lab in labels],
-        "voxel_size_nm": ds["voxel_size"],
-        "split": ds.get("split") or {},
-        "raw_source": absolute_spec(ds["raw"]),
+        "voxel_size_nm": list(settings.voxel_size),
+        "split": {part: list(rng) for part, rng in settings.split.items()},
+        "raw_source": absolute_spec(settings.raw),
         "raw_dtype": str(raw.dtype),
         "raw_range": list(raw_range),
         "label_sources": {lab.cls: absolute_spec(lab.source.name) for lab in labels},
@@ -184,7 +192,7 @@ def _write_volume(
         for cls, frac in metadata["label_fractions"].items():
             if frac == 0.0:
                 log.warning("dataset %s: class %s has no labelled voxel", name, cls)
-        _write_levels(root, lab_group, config["classes"], ds["voxel_size"], name)
+        _write_levels(root, lab_group, classes, list(settings.voxel_size), name)
         root.attrs["sam4em"] = metadata
     return out
 

@@ -135,7 +135,7 @@ class ModelConfig:
             data["classes"] = tuple(data["classes"])
         return cls(**data)
 
-
-def model_config_from(config: dict[str, Any]) -> ModelConfig:
-    """The :class:`ModelConfig` of a validated project config (its ``model`` and ``classes``)."""
-    return ModelConfig.from_dict({**config["model"], "classes": config["classes"]})
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ModelConfig:
+        """The model of a validated project config (its ``model`` and ``classes``)."""
+        return cls.from_dict({**config["model"], "classes": config["classes"]})

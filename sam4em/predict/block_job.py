@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +42,23 @@ from sam4em.tiling.resample import scaled_plane
 log = logging.getLogger(__name__)
 
 
-def predict_settings(inference: dict[str, Any], scale: float = 1.0) -> PredictSettings:
-    """The tiling and batching settings of the ``inference`` config block."""
-    return PredictSettings(
-        window=inference["window"],
-        max_batch=inference["max_batch"],
-        both_ways=inference["both_ways"],
-        scale=scale,
-        tta=inference["tta"],
-    )
+@dataclass(frozen=True)
+class InferenceSettings:
+    """What a block job reads: how the predictor runs, the model it expects (a
+    checkpoint of another model is an error) and the device."""
+
+    predict: PredictSettings
+    model: ModelConfig
+    device: str = "auto"  # auto, cpu or cuda
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> InferenceSettings:
+        """The block jobs' settings of a validated project config."""
+        return cls(
+            predict=PredictSettings.from_config(config),
+            model=ModelConfig.from_config(config),
+            device=config["inference"]["device"],
+        )
 
 
 def block_window(block: Block, shape: tuple[int, ...], plan: PlanSettings) -> PlaneWindow:
@@ -155,18 +164,16 @@ class _CoreWriter:
 
 
 def predict_block(
-    inference: dict[str, Any],
+    job: InferenceSettings,
     checkpoint: str | os.PathLike[str],
     volume: str | os.PathLike[str],
     plan: str | os.PathLike[str],
     block_id: str,
     out: str | os.PathLike[str],
     done: str | os.PathLike[str],
-    base_checkpoint: str | None = None,
-    expect: ModelConfig | None = None,
 ) -> dict[str, Any]:
     """Predict block ``block_id`` of ``plan`` into ``out``; writes the ``done`` marker.
-    With ``expect`` (the config's model), a checkpoint of another model is an error."""
+    The model grid is the plan's (``tiling.scale`` when it was made)."""
     checkpoint, done = Path(checkpoint), Path(done)
     planned = read_plan(plan)
     blocks = {b.id: b for b in planned.blocks}
@@ -176,7 +183,7 @@ def predict_block(
         raise InputDataError(f"{plan}: no block '{block_id}'; planned blocks: {listed}")
     block, geometry = blocks[block_id], planned.settings
     scale = geometry.scale
-    settings = predict_settings(inference, scale)
+    settings = replace(job.predict, scale=scale)
     root = VOLUME.open(volume)
     raw, meta = root["raw"], dict(root.attrs["sam4em"])
     model_id = _digest(_file_identity(checkpoint))
@@ -191,7 +198,9 @@ def predict_block(
     if tuple(raw.shape) != planned.volume_shape:
         raise InputDataError(f"{plan}: planned for shape {list(planned.volume_shape)}, "
                              f"{volume} has {list(raw.shape)}")  # fmt: skip
-    model, payload = load_checkpoint(checkpoint, base_checkpoint=base_checkpoint, expect=expect)
+    model, payload = load_checkpoint(
+        checkpoint, base_checkpoint=job.model.checkpoint, expect=job.model
+    )
     if model.config.img_size != geometry.lattice.tile:
         raise InputDataError(f"{checkpoint}: model tiles are {model.config.img_size} px, "
                              f"the plan was made for {geometry.lattice.tile} px")  # fmt: skip
@@ -200,7 +209,7 @@ def predict_block(
         raise InputDataError(f"{checkpoint}: the model was trained at tiling.scale "
                              f"{trained_scale}, the plan is for scale {scale}")  # fmt: skip
     merge_lora(model.image_encoder.vit)
-    predictor = StackPredictor(model, settings, pick_device(inference["device"]))
+    predictor = StackPredictor(model, settings, pick_device(job.device))
     classes = list(model.config.classes)
     store = ensure_pred_store(out, store_identity(raw.shape, geometry.chunks, classes),
                               meta["voxel_size_nm"], geometry.block_shape)  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,19 @@ class PredictSettings:
     both_ways: bool = False  # average a pass down the stack with a pass up
     scale: float = 1.0  # the model's pixel grid relative to the volume's (tiling.scale)
     tta: bool = False  # average over the 8 flips/rotations of each tile
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PredictSettings:
+        """The predictor settings of a validated project config (``inference``, and the
+        model's grid ``tiling.scale``)."""
+        inf = config["inference"]
+        return cls(
+            window=inf["window"],
+            max_batch=inf["max_batch"],
+            both_ways=inf["both_ways"],
+            scale=float(config["tiling"]["scale"]),
+            tta=inf["tta"],
+        )
 
 
 @dataclass(frozen=True)
@@ -186,7 +200,7 @@ class StackPredictor:
         if not z or np.ndim(stack[0]) != 2:
             raise ValueError(f"expected a (z, y, x) stack, got shape {np.shape(stack)}")
         if window is None:
-            lattice = Lattice.from_overlap(self.size, self.size // 4)
+            lattice = Lattice.from_overlap(self.size)
             window = PlaneWindow.whole(stack[0].shape, self.settings.scale, lattice)
         cy0, cy1, cx0, cx1 = window.core_box
         out = np.zeros((self.n_classes, z, cy1 - cy0, cx1 - cx0), dtype=np.float32)

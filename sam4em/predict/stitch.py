@@ -2,7 +2,9 @@
 
 Writes each class's viewer levels ``{class}/1``, ``{class}/2`` ... beyond those the block
 jobs wrote (:mod:`sam4em.io.pyramid`), OME-NGFF metadata for all levels, consolidates the
-zarr metadata, and draws a quick-look PNG of a few slices.
+zarr metadata, and draws a quick-look PNG of a few slices. It reads no setting: its
+summary and figure cut each class at the threshold chosen on val for the model, and the
+store is marked complete last, once everything else is written.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sam4em.blocks.plan import load_plan, read_plan
-from sam4em.config import probability_level
+from sam4em.config import threshold_level
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.pyramid import block_pyramid, write_pyramid
@@ -51,10 +53,9 @@ def stitch(
     markers: str | os.PathLike[str],
     summary: str | os.PathLike[str],
     figure: str | os.PathLike[str],
-    config: dict[str, Any],
 ) -> dict[str, Any]:
-    """Check completeness, write the downsampled level, the summary JSON and the figure
-    (masks cut at the class's :func:`~sam4em.config.probability_level`)."""
+    """Check completeness, write the downsampled levels, the figure and the summary JSON
+    (masks cut at the model's val-chosen thresholds), then mark the store complete."""
     import zarr
 
     planned, block_shape = load_plan(plan), read_plan(plan).settings.block_shape
@@ -70,7 +71,7 @@ def stitch(
     made_from = _one_source(pred, records, str(vol.attrs["sam4em"].get("import_id", "")))
     root = PREDICTION.open(pred, mode="r+")
     classes = root.attrs["sam4em"]["classes"]
-    levels = {c: probability_level(config, c, root.attrs.get("thresholds")) for c in classes}
+    levels = {c: threshold_level(None, c, root.attrs.get("thresholds")) for c in classes}
     stats: dict[str, dict[str, float]] = {}
     for cls in classes:
         group = root[cls]
@@ -88,10 +89,6 @@ def stitch(
             "threshold": round(levels[cls] / 255, 4),
             "fraction_above_threshold": round(above / float(np.prod(shape)), 5),
         }
-    # every block is there, from one model and this import: mark it, then consolidate
-    # (the mark is a root attribute, so it goes in before the consolidated metadata)
-    mark_complete(root, {**made_from, "blocks": len(planned)})
-    zarr.consolidate_metadata(str(pred))
     slices = sorted({0, raw.shape[0] // 2, raw.shape[0] - 1})
     draw_quicklook(raw, {c: root[f"{c}/{LEVEL0}"] for c in classes}, levels, slices, figure)
     record = {
@@ -104,4 +101,9 @@ def stitch(
         "classes_stats": stats,
     }
     write_json_atomic(summary, record)
+    # every block is there, from one model and this import, and everything else is
+    # written: mark it, then consolidate (the mark is a root attribute, so it goes in
+    # before the consolidated metadata)
+    mark_complete(root, {**made_from, "blocks": len(planned)})
+    zarr.consolidate_metadata(str(pred))
     return record

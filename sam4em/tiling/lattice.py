@@ -28,8 +28,10 @@ class Lattice:
             )
 
     @classmethod
-    def from_overlap(cls, tile: int, overlap: int) -> Lattice:
-        """The lattice of tiles that overlap their neighbours by ``overlap`` pixels."""
+    def from_overlap(cls, tile: int, overlap: int | None = None) -> Lattice:
+        """The lattice of tiles that overlap their neighbours by ``overlap`` pixels
+        (None: a quarter of the tile, ``inference.tile_overlap``'s default)."""
+        overlap = tile // 4 if overlap is None else overlap
         if not 0 <= overlap < tile:
             raise ValueError(f"tile overlap {overlap} must be in [0, tile size {tile})")
         return cls(tile, tile - overlap)

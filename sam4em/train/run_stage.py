@@ -1,16 +1,14 @@
-"""Set up and run one training stage from the project config (the ``train`` verb)."""
+"""Set up and run one training stage from its settings (the ``train`` verb)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from sam4em.errors import Sam4emError
 from sam4em.model.checkpoint import load_checkpoint
-from sam4em.model.model_config import model_config_from
 from sam4em.model.sam4em_model import build_model
-from sam4em.train.settings import stage_settings
+from sam4em.train.settings import TrainSettings
 from sam4em.train.tile_data import TileSet, tile_store_paths
 from sam4em.train.trainer import TrainResult, train_stage
 
@@ -18,8 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def run_stage(
-    config: dict[str, Any],
-    stage: int,
+    settings: TrainSettings,
     train_tiles: list[str],
     val_tiles: list[str],
     out: Path,
@@ -27,8 +24,7 @@ def run_stage(
     work_dir: Path | None = None,
 ) -> TrainResult:
     """Train stage 1 from the configured base, or stage 2 from the stage-1 checkpoint."""
-    settings = stage_settings(config, stage)
-    model_config = model_config_from(config)
+    stage, model_config = settings.stage.stage, settings.model
     sequences = stage == 2
     train = TileSet(tile_store_paths(train_tiles), sequences=sequences)
     val = TileSet(tile_store_paths(val_tiles), sequences=sequences) if val_tiles else None
@@ -56,7 +52,7 @@ def run_stage(
     )
     return train_stage(
         model,
-        settings,
+        settings.stage,
         train,
         val,
         out,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sam4em.model.model_config import ModelConfig
 from sam4em.train.augment import AugmentSettings
 
 
@@ -34,28 +35,46 @@ class StageSettings:
         """Plain-data form."""
         return asdict(self)
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any], stage: int) -> StageSettings:
+        """The settings of ``stage`` (1 or 2) in a validated project config."""
+        train = config["train"]
+        s = train[f"stage{stage}"]
+        lora_lr = s["lora_lr"] if s["lora_lr"] is not None else s["lr"]
+        balance = train["balance"]
+        if balance is None:  # default: see synapses often when they are a class
+            balance = {"synapse": 0.3} if "synapse" in config["classes"] else {}
+        return cls(
+            stage=stage,
+            steps=s["steps"],
+            minutes=s["minutes"],
+            batch_size=s["batch_size"],
+            lr=s["lr"],
+            lora_lr=lora_lr,
+            memory_lr=s["memory_lr"] if s.get("memory_lr") is not None else s["lr"],
+            weight_decay=train["weight_decay"],
+            warmup_steps=s["warmup_steps"],
+            grad_clip=train["grad_clip"],
+            val_every=s["val_every"],
+            save_every=train["save_every"],
+            log_every=train["log_every"],
+            stage_weights=(train["loss"]["stage1_weight"], train["loss"]["stage2_weight"]),
+            balance=dict(balance),
+            augment=AugmentSettings(**train["augment"]),
+            seed=train["seed"] + stage,
+        )
 
-def stage_settings(config: dict[str, Any], stage: int) -> StageSettings:
-    """The :class:`StageSettings` of ``stage`` (1 or 2) from a validated config."""
-    train = config["train"]
-    s = train[f"stage{stage}"]
-    lora_lr = s["lora_lr"] if s["lora_lr"] is not None else s["lr"]
-    return StageSettings(
-        stage=stage,
-        steps=s["steps"],
-        minutes=s["minutes"],
-        batch_size=s["batch_size"],
-        lr=s["lr"],
-        lora_lr=lora_lr,
-        memory_lr=s["memory_lr"] if s.get("memory_lr") is not None else s["lr"],
-        weight_decay=train["weight_decay"],
-        warmup_steps=s["warmup_steps"],
-        grad_clip=train["grad_clip"],
-        val_every=s["val_every"],
-        save_every=train["save_every"],
-        log_every=train["log_every"],
-        stage_weights=(train["loss"]["stage1_weight"], train["loss"]["stage2_weight"]),
-        balance=dict(train["balance"]),
-        augment=AugmentSettings(**train["augment"]),
-        seed=train["seed"] + stage,
-    )
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What one training stage reads: its schedule and the model it trains."""
+
+    stage: StageSettings
+    model: ModelConfig
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], stage: int) -> TrainSettings:
+        """The settings of training ``stage`` (1 or 2) in a validated project config."""
+        return cls(
+            stage=StageSettings.from_config(config, stage), model=ModelConfig.from_config(config)
+        )

@@ -6,6 +6,8 @@ checkpoint plan_blocks:
         f"{R}/{{dataset}}/volume.zarr",
     output:
         f"{R}/{{dataset}}/blocks.json",
+    params:
+        settings=settings_of("plan_blocks"),
     log:
         f"{R}/logs/{{dataset}}/plan_blocks.log",
     resources:

@@ -2,15 +2,23 @@
 # Resources: every rule declares threads/mem_mb/runtime (and gpu=1 for the GPU rules);
 # mem_mb grows with the attempt, so a retried job asks for more memory. Site specifics
 # (partitions, accounts, GPU gres) live in the profiles.
+# Reruns: every rule declares `params: settings=settings_of(rule)`, the digest of the
+# settings its command reads (sam4em.settings.rule_settings), so Snakemake's params
+# trigger reruns exactly the jobs a config edit affects; `all` asks for every output of
+# the chain, so a missing one anywhere is rebuilt, and what follows it after it.
 
 import shlex
 import sys
 
+from snakemake.exceptions import IncompleteCheckpointException
+
 from sam4em.blocks.plan import block_ids as sam4em_block_ids
 from sam4em.config import validate_config, write_effective_config
+from sam4em.data.importer import input_paths, inputs_fingerprint
+from sam4em.data.settings import ImportSettings
 from sam4em.postprocess.instances import component_block_ids as sam4em_component_block_ids
 from sam4em.postprocess.settings import ComponentSettings
-from sam4em.settings import check_stage_settings
+from sam4em.settings import check_stage_settings, rule_settings
 
 from sam4em.errors import Sam4emError
 
@@ -47,12 +55,27 @@ def res(*parts, dataset="{dataset}"):
     return "/".join([R, dataset, *parts])
 
 
-def uses_demo_data(dataset):
-    """True when a dataset reads from the demo folder, which fetch_demo provides."""
-    ds = config["datasets"][dataset]
-    labels = ds.get("labels") or {}
-    paths = [ds["raw"], labels.get("source", ""), *(labels.get("masks") or {}).values()]
-    return any(str(p).startswith(DEMO_DEST + "/") for p in paths)
+def settings_of(rule):
+    """A rule's `params`: the digest of the settings its command reads, for one job."""
+    return lambda wc: rule_settings(
+        config, rule, wc.get("dataset"), wc.get("split"), wc.get("cls")
+    )
+
+
+def import_sources(wildcards):
+    """A dataset's raw and label files or folders; the demo folder (fetch_demo's output)
+    for paths inside it."""
+    paths = input_paths(ImportSettings.from_config(config, wildcards.dataset))
+    demo = [str(p).startswith(DEMO_DEST + "/") for p in paths]
+    return list(dict.fromkeys(DEMO_DEST if d else str(p) for p, d in zip(paths, demo)))
+
+
+def import_fingerprint(wildcards):
+    """The names, sizes and times of the files a user's sources hold (none for the demo
+    folder: fetch_demo checks its content)."""
+    if DEMO_DEST in import_sources(wildcards):
+        return "demo"
+    return inputs_fingerprint(ImportSettings.from_config(config, wildcards.dataset))
 
 
 def labelled_splits(dataset):
@@ -69,20 +92,46 @@ def model_for(dataset):
     return f"{R}/{source}/models/stage2.pt" if source else None
 
 
-def dataset_targets(dataset):
-    """Every final output of one dataset: its report when it has labels and a test
-    split, else its predictions and instances, and its viewer layers (nothing but tiles
-    without a model)."""
+def evaluated(dataset):
+    """True when a dataset has labels and a test split (it gets metrics and a report)."""
     ds = config["datasets"][dataset]
-    tiles = expand(f"{R}/{dataset}/tiles/{{split}}.zarr", split=labelled_splits(dataset))
+    return bool(ds.get("labels")) and "test" in (ds.get("split") or {})
+
+
+def dataset_targets(dataset):
+    """Every output of one dataset's chain, intermediate ones included (Snakemake
+    rebuilds a missing file only when something asks for it): volume, tiles, models,
+    plan, block markers, predictions, each class's components files and objects,
+    metrics, report and viewer layers (nothing but tiles without a model). The per-block
+    files follow from the block plan, so this is called from input functions."""
+    splits = labelled_splits(dataset)
+    out = [res("volume.zarr", dataset=dataset)]
+    out += expand(res("tiles", "{split}.zarr", dataset=dataset), split=splits)
     if not model_for(dataset):
-        return tiles
-    layers = f"{R}/{dataset}/layers.json"
-    if ds.get("labels") and "test" in (ds.get("split") or {}):
-        return [*tiles, f"{R}/{dataset}/report.html", layers]
-    return [
-        *tiles,
-        f"{R}/{dataset}/predictions.json",
-        *expand(f"{R}/{dataset}/objects/{{cls}}.csv", cls=config["classes"]),
-        layers,
-    ]
+        return out
+    if "train" in splits:
+        out += expand(res("models", "stage{stage}{suffix}", dataset=dataset), stage=(1, 2),
+                      suffix=(".pt", "_history.csv", "_curves.png"))  # fmt: skip
+    # layers.json needs every class's objects; the report needs the metrics
+    final = [res("layers.json", dataset=dataset)]
+    final += [res("report.html", dataset=dataset)] if evaluated(dataset) else []
+    try:
+        plan = checkpoints.plan_blocks.get(dataset=dataset).output[0]
+    except IncompleteCheckpointException:  # no plan yet: the final outputs pull the chain
+        return [*out, *final]
+    out += [plan, *(res("blocks", f"{b}.done", dataset=dataset) for b in sam4em_block_ids(plan))]
+    out += [res("predictions.json", dataset=dataset), res("figures", "predictions.png", dataset=dataset)]
+    for cls in config["classes"]:
+        blocks = sam4em_component_block_ids(plan, ComponentSettings.from_config(config, cls))
+        work = lambda name: res("components", cls, name, dataset=dataset)
+        out += [work(f"{b}{ext}") for b in blocks for ext in (".npz", ".pairs.npy", ".done")]
+        out += [work("merge.json"), work("final.npy"), work("table.csv")]
+        out.append(res("objects", f"{cls}.csv", dataset=dataset))
+    if evaluated(dataset):
+        out += [res("eval", name, dataset=dataset)
+                for name in ("metrics.csv", "metrics_per_slice.csv", "objects_matched.csv")]
+        out += [res("report.html", dataset=dataset),
+                *(res("figures", "report", name, dataset=dataset)
+                  for name in ("per_slice_dice.png", "object_sizes.png", "overlays"))]  # fmt: skip
+    out.append(res("layers.json", dataset=dataset))
+    return out

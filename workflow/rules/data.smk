@@ -4,6 +4,8 @@
 rule fetch_demo:
     output:
         directory(DEMO_DEST),
+    params:
+        settings=settings_of("fetch_demo"),
     log:
         f"{R}/logs/fetch_demo.log",
     resources:
@@ -15,9 +17,12 @@ rule fetch_demo:
 
 rule import_volume:
     input:
-        lambda wc: [DEMO_DEST] if uses_demo_data(wc.dataset) else [],
+        import_sources,  # the dataset's raw and label files or folders
     output:
         directory(f"{R}/{{dataset}}/volume.zarr"),
+    params:
+        settings=settings_of("import_volume"),
+        sources=import_fingerprint,  # new pixels under the same file names re-import
     log:
         f"{R}/logs/{{dataset}}/import_volume.log",
     resources:

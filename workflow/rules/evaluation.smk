@@ -27,6 +27,7 @@ rule evaluate:
         pred=res("pred.zarr"),
         instances=res("instances.zarr"),
         out_dir=res("eval"),
+        settings=settings_of("evaluate"),
     log:
         f"{R}/logs/{{dataset}}/evaluate.log",
     resources:
@@ -59,6 +60,7 @@ rule report:
     params:
         results=res(),
         figures=res("figures", "report"),
+        settings=settings_of("report"),
     log:
         f"{R}/logs/{{dataset}}/report.log",
     resources:

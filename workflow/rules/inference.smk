@@ -22,6 +22,7 @@ rule predict_block:
         res("blocks", "{block}.done"),  # this block's chunks of pred.zarr are written
     params:
         pred=res("pred.zarr"),
+        settings=settings_of("predict_block"),
     log:
         f"{R}/logs/{{dataset}}/predict_block_{{block}}.log",
     resources:
@@ -52,6 +53,6 @@ rule stitch:
         mem_mb=lambda wc, attempt: 4000 * attempt,
         runtime=60,
     shell:
-        "{SAM4EM} stitch --config {CONFIG_FILE:q} --volume {input.volume:q}"
+        "{SAM4EM} stitch --volume {input.volume:q}"
         " --pred {params.pred:q} --plan {input.plan:q}"
         " --summary {output.summary:q} --figure {output.figure:q} > {log:q} 2>&1"

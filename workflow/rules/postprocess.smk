@@ -33,6 +33,7 @@ rule components_label:
         pred=res("pred.zarr"),
         instances=res("instances.zarr"),
         work=res("components", "{cls}"),
+        settings=settings_of("components_label"),
     log:
         f"{R}/logs/{{dataset}}/components_label_{{cls}}_{{block}}.log",
     resources:
@@ -51,6 +52,7 @@ rule components_contacts:
         pred=res("pred.zarr"),
         instances=res("instances.zarr"),
         work=res("components", "{cls}"),
+        settings=settings_of("components_contacts"),
     log:
         f"{R}/logs/{{dataset}}/components_contacts_{{cls}}_{{block}}.log",
     resources:
@@ -72,6 +74,7 @@ rule components_merge:
         pred=res("pred.zarr"),
         instances=res("instances.zarr"),
         work=res("components", "{cls}"),
+        settings=settings_of("components_merge"),
     log:
         f"{R}/logs/{{dataset}}/components_merge_{{cls}}.log",
     resources:
@@ -92,6 +95,7 @@ rule components_relabel:
         pred=res("pred.zarr"),
         instances=res("instances.zarr"),
         work=res("components", "{cls}"),
+        settings=settings_of("components_relabel"),
     log:
         f"{R}/logs/{{dataset}}/components_relabel_{{cls}}_{{block}}.log",
     resources:
@@ -112,6 +116,7 @@ rule components:
         pred=res("pred.zarr"),
         instances=res("instances.zarr"),
         work=res("components", "{cls}"),
+        settings=settings_of("components"),
     log:
         f"{R}/logs/{{dataset}}/components_{{cls}}.log",
     resources:

@@ -6,6 +6,8 @@ rule tile:
         f"{R}/{{dataset}}/volume.zarr",
     output:
         directory(f"{R}/{{dataset}}/tiles/{{split}}.zarr"),
+    params:
+        settings=settings_of("tile"),
     log:
         f"{R}/logs/{{dataset}}/tile_{{split}}.log",
     resources:

@@ -22,6 +22,8 @@ rule train_stage1:
         model=f"{R}/{{dataset}}/models/stage1.pt",
         history=f"{R}/{{dataset}}/models/stage1_history.csv",
         curves=f"{R}/{{dataset}}/models/stage1_curves.png",
+    params:
+        settings=settings_of("train_stage1"),
     log:
         f"{R}/logs/{{dataset}}/train_stage1.log",
     threads: 4
@@ -43,6 +45,8 @@ rule train_stage2:
         model=f"{R}/{{dataset}}/models/stage2.pt",
         history=f"{R}/{{dataset}}/models/stage2_history.csv",
         curves=f"{R}/{{dataset}}/models/stage2_curves.png",
+    params:
+        settings=settings_of("train_stage2"),
     log:
         f"{R}/logs/{{dataset}}/train_stage2.log",
     threads: 4
