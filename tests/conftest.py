@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import re
 import subprocess
 import sys
 import threading
@@ -93,16 +94,11 @@ def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str)
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def snakemake(
-    repo: Path,
-    workdir: Path,
-    *args: str,
-    config: Path | None = None,
-    profile: Path | None = None,
-    timeout: float = 1800,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run Snakemake on the project's workflow in ``workdir`` (local profile by default)."""
+def snakemake_command(
+    repo: Path, workdir: Path, *args: str, config: Path | None = None, profile: Path | None = None
+) -> list[str]:
+    """The command line that runs Snakemake on the project's workflow in ``workdir``
+    (local profile and 2 cores by default)."""
     cmd = [
         *SNAKEMAKE,
         "--snakefile", str(repo / "workflow" / "Snakefile"),
@@ -113,6 +109,20 @@ def snakemake(
     ]  # fmt: skip
     if config is not None:  # last: --configfile takes every word after it
         cmd += ["--configfile", str(config)]
+    return cmd
+
+
+def snakemake(
+    repo: Path,
+    workdir: Path,
+    *args: str,
+    config: Path | None = None,
+    profile: Path | None = None,
+    timeout: float = 1800,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run Snakemake on the project's workflow in ``workdir`` (local profile by default)."""
+    cmd = snakemake_command(repo, workdir, *args, config=config, profile=profile)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -131,3 +141,63 @@ def local_run(repo, vnc, tmp_path_factory):
     r = snakemake(repo, workdir, "all", config=cfg)
     assert r.returncode == 0, r.stderr[-4000:]
     return workdir, cfg, config
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The last "Job stats" table of a Snakemake run or dry run: {rule: jobs}; {} when
+    there is nothing to be done."""
+    if "Job stats:" not in output:
+        return {}
+    table = output.split("Job stats:")[-1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+TINY_CROP = (slice(0, 8), slice(704, 832), slice(256, 384))  # all three classes inside
+
+
+def tiny_dataset(folder: Path, vnc: Path) -> dict[str, Any]:
+    """Write an 8 x 128 x 128 crop of the real VNC stack 1 as slice folders (raw TIFFs,
+    label PNGs) under ``folder`` and return its dataset config block (paths relative to
+    ``folder``'s parent, where Snakemake runs)."""
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    z, y, x = TINY_CROP
+    raws = sorted((vnc / "stack1" / "raw").glob("*.tif"))[z]
+    labels = sorted((vnc / "stack1" / "labels").glob("*.png"))[z]
+    (folder / "raw").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    for i, (raw, lab) in enumerate(zip(raws, labels, strict=True)):
+        tifffile.imwrite(folder / "raw" / f"{i:02d}.tif", tifffile.imread(raw)[y, x])
+        Image.fromarray(np.asarray(Image.open(lab))[y, x]).save(folder / "labels" / f"{i:02d}.png")
+    return {
+        "raw": f"{folder.name}/raw",
+        "labels": {
+            "source": f"{folder.name}/labels",
+            "values": {"glia": 159, "mito": 191, "synapse": 223},
+        },
+        "voxel_size": [50, 4.6, 4.6],
+        "split": {"train": [0, 3], "val": [4, 5], "test": [6, 7]},
+    }
+
+
+def tiny_config(dataset: dict[str, Any]) -> dict[str, Any]:
+    """The smallest config that runs every stage: 64 px vit_tiny tiles, a few training
+    steps, two inference blocks of 4 x 128 x 128."""
+    return {
+        "results_dir": "results",
+        "classes": ["glia", "mito", "synapse"],
+        "datasets": {"crop": dataset},
+        "storage": {"chunks": [2, 64, 64]},
+        "tiling": {"stride": 32, "scale": 1.0, "sequence_length": 3},
+        "model": {"preset": "vit_tiny", "img_size": 64, "memory": {"slots": 2}},
+        "train": {
+            "stage1": {"steps": 4, "val_every": 2, "warmup_steps": 1, "minutes": None,
+                       "batch_size": 2},
+            "stage2": {"steps": 2, "val_every": 1, "warmup_steps": 1, "minutes": None,
+                       "batch_size": 1},
+        },
+        "inference": {"block_shape": [4, 128, 128], "chunks": [1, 64, 64], "tta": False,
+                      "warmup": 1},
+    }  # fmt: skip

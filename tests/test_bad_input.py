@@ -86,6 +86,16 @@ def test_png_folder_with_differing_sizes(tmp_path):
     _import(tmp_path, {"raw": str(folder)}, "d", "slices differ in size", "2.png")
 
 
+def test_slice_folder_mixing_8_and_16_bit_slices(tmp_path):
+    """Mixed depths would be scaled by the 16-bit range (the 8-bit slices almost black):
+    one line naming the first slice of the other type, never a silent rescale."""
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for z, dtype in enumerate([np.uint8, np.uint8, np.uint16, np.uint8]):
+        tifffile.imwrite(folder / f"s{z:02d}.tif", np.full((32, 32), 100, dtype))
+    _import(tmp_path, {"raw": str(folder)}, "d", "differ in pixel type", "s02.tif is uint16")
+
+
 def test_label_shape_mismatch(tmp_path):
     raw = _tiff(tmp_path / "raw.tif", (4, 32, 32))
     labels = _tiff(tmp_path / "labels.tif", (4, 32, 30))

@@ -267,6 +267,30 @@ def test_stitch_checks_blocks_and_writes_level_summary_figure(trained, serial):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
+def test_a_stitch_that_fails_late_leaves_the_store_unmarked(trained, serial, tmp_path):
+    """The complete mark comes last: a stitch that cannot write its summary (here its
+    folder is a file; a full disk is the same) leaves a store the later steps refuse."""
+    import shutil
+
+    from sam4em.predict.pred_store import mark_incomplete, require_complete
+
+    _, _, _, crop, _ = trained
+    work, _ = serial
+    for name in ("pred.zarr", "blocks", "blocks.json"):
+        copy = shutil.copytree if (work / name).is_dir() else shutil.copy
+        copy(work / name, tmp_path / name)
+    mark_incomplete(open_group(tmp_path / "pred.zarr", mode="r+"))
+    (tmp_path / "full").write_text("not a folder")
+    r = run_cli("stitch", "--volume", str(crop), "--pred", str(tmp_path / "pred.zarr"),
+                "--plan", str(tmp_path / "blocks.json"),
+                "--summary", str(tmp_path / "full" / "predictions.json"),
+                "--figure", str(tmp_path / "predictions.png"))  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert (tmp_path / "predictions.png").is_file()  # it got as far as the figure
+    with pytest.raises(InputDataError, match="prediction is incomplete"):
+        require_complete(tmp_path / "pred.zarr")
+
+
 def test_unknown_block_is_a_clear_error(trained, tmp_path):
     config, cfg, ckpt, crop, raw = trained
     write_plan(tmp_path / "blocks.json", raw.shape, plan_settings(config))

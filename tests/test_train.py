@@ -285,3 +285,27 @@ def test_memory_modules_learn_at_their_own_rate_in_stage_2_only(vnc_tiles):
     assert not any(names[id(p)].startswith("memory_") for g in groups for p in g["params"])
     config["train"]["stage2"]["memory_lr"] = None
     assert StageSettings.from_config(config, 2).memory_lr == config["train"]["stage2"]["lr"]
+
+
+def test_a_time_budget_shows_progress_over_its_time_not_the_step_cap(capsys):
+    from sam4em.progress import StepProgress, set_quiet
+
+    bar = StepProgress("stage 1", 20000, 0, budget_s=60.0, elapsed_s=0.0)
+    bar.advance(30, 15.0, loss="0.500")
+    bar.bar.refresh()
+    bar.close()
+    err = capsys.readouterr().err
+    assert "15/60 s" in err and "step=30" in err and "steps/s=2.00" in err, err
+    assert "20000" not in err  # a cap the budget ends long before
+    steps = StepProgress("stage 2", 40, 0, budget_s=None, elapsed_s=0.0)
+    steps.advance(10, 5.0)
+    steps.close()
+    assert "10/40" in capsys.readouterr().err
+    set_quiet(True)
+    try:
+        quiet = StepProgress("stage 1", 20000, 0, budget_s=60.0, elapsed_s=0.0)
+        quiet.advance(30, 15.0)
+        quiet.close()
+    finally:
+        set_quiet(False)
+    assert capsys.readouterr().err == ""

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 
 import numpy as np
 import zarr
 
-from tests.conftest import SNAKEMAKE, snakemake
-
-
-def _job_counts(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[-1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+from tests.conftest import SNAKEMAKE, job_counts, snakemake
 
 
 def test_dry_run_of_all_on_the_default_config(repo, tmp_path):
     r = snakemake(repo, tmp_path, "-n", "all", config=repo / "config" / "config.yaml")
     assert r.returncode == 0, r.stderr + r.stdout
-    counts = _job_counts(r.stdout + r.stderr)
+    counts = job_counts(r.stdout + r.stderr)
     # block jobs are added once the plan_blocks checkpoint has run
     assert counts == {
         "fetch_demo": 1,
@@ -120,7 +114,7 @@ def test_single_block_reruns_alone(repo, local_run):
     marker.unlink()
     r = snakemake(repo, workdir, "results/vnc/blocks/z0y0x0.done", config=cfg)
     assert r.returncode == 0, r.stderr[-3000:]
-    counts = _job_counts(r.stdout + r.stderr)
+    counts = job_counts(r.stdout + r.stderr)
     assert counts.get("predict_block") == 1 and counts.get("total") == 1
     assert json.loads(marker.read_text())["block"] == "z0y0x0"
 
@@ -132,7 +126,7 @@ def test_single_target_reruns_alone(repo, local_run):
     target.unlink()
     r = snakemake(repo, workdir, "results/vnc/blocks.json", config=cfg)
     assert r.returncode == 0, r.stderr[-3000:]
-    counts = _job_counts(r.stdout + r.stderr)
+    counts = job_counts(r.stdout + r.stderr)
     assert counts.get("plan_blocks") == 1 and counts.get("total") == 1
     assert target.read_text() == before
 
@@ -173,7 +167,7 @@ def test_a_users_config_file_replaces_the_default(repo, tmp_path):
     shutil.copy(repo / "config" / "own-data.example.yaml", cfg)
     r = snakemake(repo, tmp_path, "-n", "all", config=cfg)
     assert r.returncode == 0, r.stderr + r.stdout
-    counts = _job_counts(r.stdout + r.stderr)
+    counts = job_counts(r.stdout + r.stderr)
     assert "fetch_demo" not in counts  # nothing of the demo config was merged in
     assert counts == {
         "import_volume": 2,

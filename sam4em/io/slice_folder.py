@@ -94,14 +94,20 @@ class SliceFolderSource(VolumeSource):
             raise InputDataError(f"{folder}: folder holds no .tif, .tiff or .png slices")
         self.files = sorted(files, key=lambda p: natural_key(p.name))
         shapes: dict[tuple[int, int], Path] = {}
-        dtypes = set()
+        dtypes: dict[np.dtype, Path] = {}
         for path in self.files:
             try:
                 shape, dtype = _header_shape(path)
             except Exception as exc:
                 raise InputDataError(f"{path}: cannot read slice ({exc})") from None
             shapes.setdefault(shape, path)
-            dtypes.add(dtype)
+            dtypes.setdefault(dtype, path)
+        if len(dtypes) > 1:  # one intensity scale for all: mixed depths would be rescaled
+            (d0, p0), (d1, p1) = list(dtypes.items())[:2]
+            raise InputDataError(
+                f"{folder}: slices differ in pixel type: {p1.name} is {d1}, the slices "
+                f"before it ({p0.name} ...) are {d0}; convert them to one type"
+            )
         if len(shapes) > 1:
             (s0, p0), (s1, p1) = list(shapes.items())[:2]
             raise InputDataError(
@@ -110,7 +116,7 @@ class SliceFolderSource(VolumeSource):
             )
         (yx,) = shapes
         self._shape = (len(self.files), yx[0], yx[1])
-        self._dtype = np.result_type(*dtypes)
+        (self._dtype,) = dtypes
 
     def _read(self, z0: int, z1: int) -> np.ndarray:
         out = np.empty((z1 - z0, *self._shape[1:]), dtype=self._dtype)

@@ -29,7 +29,7 @@ from sam4em.io.atomic import write_bytes_atomic
 from sam4em.model.checkpoint import read_checkpoint, save_checkpoint, trainable_state
 from sam4em.model.device import autocast, pick_device
 from sam4em.model.sam4em_model import SAM4EM, SegmentationOutput
-from sam4em.progress import progress
+from sam4em.progress import StepProgress
 from sam4em.train.augment import augment
 from sam4em.train.history import write_curves, write_history
 from sam4em.train.losses import bce_dice
@@ -362,14 +362,13 @@ def train_stage(
     run.restore()
     budget_s = s.minutes * 60 if s.minutes else None
     window: list[tuple[float, float, float]] = []
-    bar = progress(total=s.steps, initial=run.step, desc=f"stage {s.stage}", unit="step")
+    bar = StepProgress(f"stage {s.stage}", s.steps, run.step, budget_s, run.elapsed)
     t_start = time.perf_counter() - run.elapsed
     while run.step < s.steps and (budget_s is None or run.elapsed < budget_s):
         window.append(run.train_step(budget_s))
         run.elapsed = time.perf_counter() - t_start
-        bar.set_postfix(loss=f"{window[-1][0]:.3f}",
-                        lr=f"{run.optimizer.param_groups[0]['lr']:.2e}", refresh=False)  # fmt: skip
-        bar.update(1)
+        bar.advance(run.step, run.elapsed, loss=f"{window[-1][0]:.3f}",
+                    lr=f"{run.optimizer.param_groups[0]['lr']:.2e}")  # fmt: skip
         if run.step % s.log_every == 0 or run.step == s.steps:
             run.log_losses(window)
             window = []

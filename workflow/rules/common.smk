@@ -10,8 +10,6 @@
 import shlex
 import sys
 
-from snakemake.exceptions import IncompleteCheckpointException
-
 from sam4em.blocks.plan import block_ids as sam4em_block_ids
 from sam4em.config import validate_config, write_effective_config
 from sam4em.data.importer import input_paths, inputs_fingerprint
@@ -99,11 +97,10 @@ def evaluated(dataset):
 
 
 def dataset_targets(dataset):
-    """Every output of one dataset's chain, intermediate ones included (Snakemake
-    rebuilds a missing file only when something asks for it): volume, tiles, models,
-    plan, block markers, predictions, each class's components files and objects,
-    metrics, report and viewer layers (nothing but tiles without a model). The per-block
-    files follow from the block plan, so this is called from input functions."""
+    """Every output of one dataset's chain that the block plan does not decide, the
+    intermediate ones included (Snakemake rebuilds a missing file only when something
+    asks for it): volume, tiles, models, plan, predictions, each class's merge files and
+    objects, metrics, report and viewer layers (nothing but tiles without a model)."""
     splits = labelled_splits(dataset)
     out = [res("volume.zarr", dataset=dataset)]
     out += expand(res("tiles", "{split}.zarr", dataset=dataset), split=splits)
@@ -112,26 +109,31 @@ def dataset_targets(dataset):
     if "train" in splits:
         out += expand(res("models", "stage{stage}{suffix}", dataset=dataset), stage=(1, 2),
                       suffix=(".pt", "_history.csv", "_curves.png"))  # fmt: skip
-    # layers.json needs every class's objects; the report needs the metrics
-    final = [res("layers.json", dataset=dataset)]
-    final += [res("report.html", dataset=dataset)] if evaluated(dataset) else []
-    try:
-        plan = checkpoints.plan_blocks.get(dataset=dataset).output[0]
-    except IncompleteCheckpointException:  # no plan yet: the final outputs pull the chain
-        return [*out, *final]
-    out += [plan, *(res("blocks", f"{b}.done", dataset=dataset) for b in sam4em_block_ids(plan))]
-    out += [res("predictions.json", dataset=dataset), res("figures", "predictions.png", dataset=dataset)]
+    out += [res(name, dataset=dataset) for name in ("blocks.json", "predictions.json")]
+    out.append(res("figures", "predictions.png", dataset=dataset))
     for cls in config["classes"]:
-        blocks = sam4em_component_block_ids(plan, ComponentSettings.from_config(config, cls))
-        work = lambda name: res("components", cls, name, dataset=dataset)
-        out += [work(f"{b}{ext}") for b in blocks for ext in (".npz", ".pairs.npy", ".done")]
-        out += [work("merge.json"), work("final.npy"), work("table.csv")]
+        names = ("merge.json", "final.npy", "table.csv")
+        out += [res("components", cls, name, dataset=dataset) for name in names]
         out.append(res("objects", f"{cls}.csv", dataset=dataset))
     if evaluated(dataset):
-        out += [res("eval", name, dataset=dataset)
-                for name in ("metrics.csv", "metrics_per_slice.csv", "objects_matched.csv")]
-        out += [res("report.html", dataset=dataset),
-                *(res("figures", "report", name, dataset=dataset)
-                  for name in ("per_slice_dice.png", "object_sizes.png", "overlays"))]  # fmt: skip
+        names = ("metrics.csv", "metrics_per_slice.csv", "objects_matched.csv")
+        out += [res("eval", name, dataset=dataset) for name in names]
+        out.append(res("report.html", dataset=dataset))
+        names = ("per_slice_dice.png", "object_sizes.png", "overlays")
+        out += [res("figures", "report", name, dataset=dataset) for name in names]
     out.append(res("layers.json", dataset=dataset))
+    return out
+
+
+def dataset_block_targets(dataset):
+    """The per-block outputs of one dataset: each inference block's marker and each
+    components block's files (known once the plan_blocks checkpoint has run)."""
+    if not model_for(dataset):
+        return []
+    plan = checkpoints.plan_blocks.get(dataset=dataset).output[0]
+    out = [res("blocks", f"{b}.done", dataset=dataset) for b in sam4em_block_ids(plan)]
+    for cls in config["classes"]:
+        blocks = sam4em_component_block_ids(plan, ComponentSettings.from_config(config, cls))
+        out += [res("components", cls, f"{b}{ext}", dataset=dataset)
+                for b in blocks for ext in (".npz", ".pairs.npy", ".done")]  # fmt: skip
     return out
