@@ -4,9 +4,13 @@
   whole-volume block, on a 64 x 2048 x 2048 volume (the demo's slices tiled) with the
   default block shape (``inference.block_shape: null``); target <= 1.15. Counted from
   the plan (:func:`sam4em.blocks.plan.redundancy`); ``redundancy_demo_blocks`` is the
-  same for the demo config's small blocks
+  same for the demo config's small blocks; ``demo_blocks_redundancy`` is the demo
+  config's plan on the demo volume itself (what ``make demo`` runs)
 - ``seconds_per_slice_megapixel``: end-to-end predict-block time over every block of the
   default plan of the demo volume, per slice-megapixel
+- ``tta_seconds_per_slice_megapixel``: the same with ``inference.tta`` (the 8 views of
+  each tile batch through the model together), and ``tta_ratio`` its time over the run
+  without
 - ``overhead_ratio``: that time over the bare model time of a whole-volume run
   (``model.step`` on its tile batches, data already in memory); target <= 1.15
 - ``rss_ratio``: peak RSS of one block job on a volume 8x larger in xy (tiled copies)
@@ -186,9 +190,12 @@ def main() -> None:
         "default_block_shape": list(default.resolved(lab).block_shape),
         "redundancy_demo_blocks": round(redundancy(lab, PlanSettings.from_config(config)), 3),
         "demo_default_block_shape": list(default.resolved(shape).block_shape),
+        "demo_blocks_redundancy": round(redundancy(shape, PlanSettings.from_config(config)), 3),
     }
     blocks_s = run_all_blocks(config, ckpt, volume, work / "blocks", small)
     default_s = run_all_blocks(config, ckpt, volume, work / "default", None)
+    with_tta = config | {"inference": config["inference"] | {"tta": True}}
+    tta_s = run_all_blocks(with_tta, ckpt, volume, work / "tta", None)
     whole_s = run_all_blocks(config, ckpt, volume, work / "whole", [shape[0], 1024, 1024])
     bare_s = bare_model_seconds(config, ckpt, volume, work / "whole" / "blocks.json")
     a, b = (open_group(work / n / "pred.zarr") for n in ("blocks", "whole"))
@@ -219,6 +226,8 @@ def main() -> None:
         "seconds_whole_volume": round(whole_s, 2),
         "seconds_bare_model_whole_volume": round(bare_s, 2),
         "seconds_per_slice_megapixel": round(default_s / megapixels, 4),
+        "tta_seconds_per_slice_megapixel": round(tta_s / megapixels, 4),
+        "tta_ratio": round(tta_s / default_s, 3),
         "overhead_ratio": round(default_s / bare_s, 3),
         "overhead_ratio_demo_blocks": round(blocks_s / bare_s, 3),
         "blockwise_dice": dice,

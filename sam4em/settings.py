@@ -1,11 +1,12 @@
 """Every stage's typed settings, built from one config before any work starts.
 
-Each stage reads its own frozen record (``TilingSettings``, ``ModelConfig``,
-``StageSettings``, ``PlanSettings``, ``PredictSettings``, ``ComponentSettings``,
-``EvaluationSettings``);
+Each stage reads its own frozen record (``ImportSettings``, ``TilingSettings``,
+``TrainSettings``, ``PlanSettings``, ``InferenceSettings``, ``ComponentSettings``,
+``EvaluationSettings``), built with ``XSettings.from_config(config, ...)``.
 :func:`check_stage_settings` builds them all at once, so a setting a stage would refuse
 is reported when the config is checked (``sam4em check-config``, or when the workflow
-starts), not after the stages before it have run.
+starts), not after the stages before it have run. :func:`rule_settings` is the digest
+of what one workflow rule reads, which the rule declares as ``params``.
 """
 
 from __future__ import annotations

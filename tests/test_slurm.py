@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 import zarr
-
-from tests.conftest import snakemake
 
 GPU_RULES = {"train_stage1", "train_stage2", "predict_block"}
 
@@ -29,12 +30,25 @@ def cluster(repo):
 
 @pytest.fixture(scope="module")
 def slurm_run(repo, local_run, cluster, tmp_path_factory):
+    """The README's cluster command, typed as a user types it in the project folder:
+    `snakemake --profile slurm all`, with the name installed by `sam4em install-profile`
+    into a test-only XDG_CONFIG_HOME, pointing at the test site's profile."""
     _, _, config = local_run
     workdir = tmp_path_factory.mktemp("slurm")
-    cfg = workdir / "config.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    r = snakemake(repo, workdir, "all", config=cfg, profile=repo / "tests" / "slurm" / "profile")
+    (workdir / "workflow").symlink_to(repo / "workflow")
+    (workdir / "config").mkdir()
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    xdg = tmp_path_factory.mktemp("xdg")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(xdg),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    site = repo / "tests" / "slurm" / "profile"
+    r = subprocess.run(["sam4em", "install-profile", "--source", str(site), "--name", "slurm"],
+                       env=env, cwd=workdir, capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(["snakemake", "--profile", "slurm", "all"], env=env, cwd=workdir,
+                       capture_output=True, text=True, timeout=3600)  # fmt: skip
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    assert f"Using profile {xdg / 'snakemake' / 'slurm'}" in r.stdout + r.stderr
     return workdir, r.stdout + r.stderr
 
 
