@@ -3,8 +3,8 @@ block job that fails once is retried."""
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -13,7 +13,7 @@ import time
 import numpy as np
 import zarr
 
-from tests.conftest import SNAKEMAKE, snakemake
+from tests.conftest import SNAKEMAKE, job_counts, snakemake
 
 
 def _fresh_inference(local_run, tmp_path):
@@ -29,11 +29,6 @@ def _fresh_inference(local_run, tmp_path):
     return copy, cfg, config
 
 
-def _counts(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[-1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
-
-
 def _pred(workdir, classes):
     root = zarr.open_group(str(workdir / "results" / "vnc" / "pred.zarr"), mode="r")
     return np.stack([root[c]["0"][...] for c in classes])
@@ -47,19 +42,21 @@ def test_killed_run_resumes_without_redoing_finished_blocks(repo, local_run, tmp
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
     blocks = copy / "results" / "vnc" / "blocks"
+    planned = len(json.loads((copy / "results" / "vnc" / "blocks.json").read_text())["blocks"])
+    assert planned >= 2
     deadline = time.monotonic() + 900
-    while len(list(blocks.glob("*.done"))) < 2 and time.monotonic() < deadline:
+    while not list(blocks.glob("*.done")) and time.monotonic() < deadline:
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its running job
     proc.wait()
     done = len(list(blocks.glob("*.done")))
-    assert 2 <= done < 8
+    assert 1 <= done < planned  # one GPU job at a time (gpu=1): the next one was running
     # as after any crash: release Snakemake's lock on the directory, then run again
     assert snakemake(repo, copy, "--unlock", config=cfg).returncode == 0
     r = snakemake(repo, copy, "results/vnc/predictions.json", config=cfg)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert _counts(r.stdout + r.stderr).get("predict_block") == 8 - done
+    assert job_counts(r.stdout + r.stderr).get("predict_block") == planned - done
     np.testing.assert_array_equal(
         _pred(copy, config["classes"]), _pred(local_run[0], config["classes"])
     )
