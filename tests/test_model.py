@@ -320,3 +320,18 @@ def test_memory_prior_starts_neutral_then_carries_the_previous_masks(tmp_path):
     torch.testing.assert_close(model.step(c, model.new_memory()).final, model(c).final)
     # a checkpoint of a model without it (older configs) still loads
     assert not ModelConfig.from_dict(_config().to_dict() | {"memory": {}}).memory.high_res
+
+
+@pytest.mark.parametrize("trainable", ["lora", "all"])
+def test_a_config_builds_the_same_weights_every_time(trainable):
+    """Every initial weight, the LoRA adapters' included, follows model.seed: a retrained
+    model (a rerun, a SLURM job) starts where the first one did."""
+    first = build_model(_config(encoder_trainable=trainable)).state_dict()
+    torch.rand(7)  # whatever ran before in the process
+    again = build_model(_config(encoder_trainable=trainable)).state_dict()
+    assert first.keys() == again.keys()
+    assert any("lora_A" in k for k in first) == (trainable == "lora")
+    for key, value in first.items():
+        assert torch.equal(value, again[key]), key
+    other = build_model(_config(encoder_trainable=trainable, seed=1)).state_dict()
+    assert not all(torch.equal(v, other[k]) for k, v in first.items())

@@ -208,6 +208,8 @@ def build_model(config: ModelConfig) -> SAM4EM:
             "seed": config.seed,
             "sha256": _fingerprint(base),
         }
-    if config.encoder_trainable == "lora":
-        add_lora(model.image_encoder.vit, config.lora)
+    if config.encoder_trainable == "lora":  # the adapters' init is seeded too
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed + 1)
+            add_lora(model.image_encoder.vit, config.lora)
     return model
