@@ -69,14 +69,9 @@ def _train_quick(config: dict, work: Path) -> Path:
     config = json.loads(json.dumps(config))
     config["train"]["stage1"].update(steps=40, val_every=40, minutes=None)
     config["train"]["stage2"].update(steps=8, val_every=8, minutes=None)
-    run_stage(TrainSettings.from_config(config, 1), tiles[:1], tiles[1:], work / "stage1.pt")
-    run_stage(
-        TrainSettings.from_config(config, 2),
-        tiles[:1],
-        tiles[1:],
-        work / "stage2.pt",
-        init=str(work / "stage1.pt"),
-    )
+    stage1, stage2 = work / "stage1.pt", work / "stage2.pt"
+    run_stage(TrainSettings.from_config(config, 1), tiles[:1], tiles[1:], stage1)
+    run_stage(TrainSettings.from_config(config, 2), tiles[:1], tiles[1:], stage2, init=str(stage1))
     return work / "stage2.pt"
 
 

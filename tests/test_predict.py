@@ -60,14 +60,9 @@ def trained(tmp_path_factory, vnc):
         str(write_tiles(volume, s, r, TilingSettings.from_config(config), tmp / f"{s}.zarr"))
         for s, r in (("train", range(0, 14)), ("val", range(14, 16)))
     ]
-    run_stage(TrainSettings.from_config(config, 1), tiles[:1], tiles[1:], tmp / "stage1.pt")
-    run_stage(
-        TrainSettings.from_config(config, 2),
-        tiles[:1],
-        tiles[1:],
-        tmp / "stage2.pt",
-        init=str(tmp / "stage1.pt"),
-    )
+    stage1, stage2 = tmp / "stage1.pt", tmp / "stage2.pt"
+    run_stage(TrainSettings.from_config(config, 1), tiles[:1], tiles[1:], stage1)
+    run_stage(TrainSettings.from_config(config, 2), tiles[:1], tiles[1:], stage2, init=str(stage1))
     raw = np.asarray(open_group(volume)["raw"][CROP])
     tifffile.imwrite(tmp / "crop.tif", raw, photometric="minisblack")
     config["datasets"]["crop"] = {"raw": str(tmp / "crop.tif"), "voxel_size": [50, 4.6, 4.6]}
