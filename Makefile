@@ -14,7 +14,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 APT_PACKAGES := chromium slurm-wlm munge
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo test lint format clean benchmarks
+.PHONY: install system-deps demo test test-fast lint format clean benchmarks
 
 # install also links profiles/slurm as the Snakemake profile name `slurm` (in
 # ~/.config/snakemake, or $$XDG_CONFIG_HOME/snakemake), so `snakemake --profile slurm all`
@@ -43,6 +43,11 @@ demo: install
 
 test: install system-deps
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# the inner loop: every module's unit tests, without the tests marked slow (real pipeline
+# runs, the SLURM cluster, model training; tests/README.md lists the tiers)
+test-fast: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check sam4em tests benchmarks
