@@ -30,6 +30,7 @@ from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.zarr_store import chunk_misfit
 from sam4em.tiling.lattice import Lattice
+from sam4em.tiling.settings import TilingSettings
 
 Vec3 = tuple[int, int, int]
 
@@ -170,7 +171,7 @@ class PlanSettings:
             chunks=_vec3(inf["chunks"], "chunks"),
             lattice=Lattice.from_overlap(config["model"]["img_size"], inf["tile_overlap"]),
             warmup=int(inf["warmup"]),
-            scale=float(config["tiling"]["scale"]),
+            scale=TilingSettings.from_config(config).scale,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from sam4em.model.sam4em_model import SAM4EM
 from sam4em.predict.blending import blend_window
 from sam4em.tiling.lattice import Lattice
 from sam4em.tiling.resample import resample, scaled_plane
+from sam4em.tiling.settings import TilingSettings
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class PredictSettings:
             window=inf["window"],
             max_batch=inf["max_batch"],
             both_ways=inf["both_ways"],
-            scale=float(config["tiling"]["scale"]),
+            scale=TilingSettings.from_config(config).scale,
             tta=inf["tta"],
         )
 
