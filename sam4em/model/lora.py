@@ -1,9 +1,14 @@
-"""LoRA adapters on the image encoder through ``peft``."""
+"""LoRA adapters on the image encoder through ``peft``.
+
+``peft`` is imported only where adapters are made or looked for in a model that could
+hold them: it loads ``transformers`` and takes seconds, which every command and workflow
+job would otherwise pay, LoRA or not.
+"""
 
 from __future__ import annotations
 
-from peft import LoraConfig, inject_adapter_in_model
-from peft.tuners.lora import LoraLayer
+import sys
+
 from torch import nn
 
 from sam4em.model.model_config import LoraSettings
@@ -18,6 +23,8 @@ _TARGET_PATTERNS = {
 
 def add_lora(encoder: nn.Module, settings: LoraSettings) -> nn.Module:
     """Inject LoRA adapters into ``encoder`` in place; only the adapters stay trainable."""
+    from peft import LoraConfig, inject_adapter_in_model
+
     pattern = "|".join(_TARGET_PATTERNS[t] for t in settings.targets)
     config = LoraConfig(
         r=settings.rank,
@@ -32,8 +39,12 @@ def add_lora(encoder: nn.Module, settings: LoraSettings) -> nn.Module:
     return encoder
 
 
-def lora_layers(module: nn.Module) -> list[LoraLayer]:
-    """Every LoRA-adapted layer inside ``module``."""
+def lora_layers(module: nn.Module) -> list[nn.Module]:
+    """Every LoRA-adapted layer (``peft``'s ``LoraLayer``) inside ``module``."""
+    if "peft.tuners.lora" not in sys.modules:  # no adapter can exist before peft is loaded
+        return []
+    from peft.tuners.lora import LoraLayer
+
     return [m for m in module.modules() if isinstance(m, LoraLayer)]
 
 
