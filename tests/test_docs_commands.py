@@ -24,6 +24,8 @@ import yaml
 
 from tests.conftest import REPO, tiny_config, tiny_dataset
 
+pytestmark = pytest.mark.slow  # the documented commands on a whole pipeline run
+
 DOCS = ("README.md", "config/README.md")
 EXAMPLE = "config/own-data.example.yaml"
 USER_FILES = ("my.yaml",)  # config files the docs name: a generated one stands in

@@ -11,9 +11,12 @@ import subprocess
 import time
 
 import numpy as np
+import pytest
 import zarr
 
 from tests.conftest import SNAKEMAKE, job_counts, snakemake
+
+pytestmark = pytest.mark.slow  # kills and resumes real Snakemake runs
 
 
 def _fresh_inference(local_run, tmp_path):

@@ -34,6 +34,7 @@ def _grey(size: int, seed: int = 0) -> torch.Tensor:
 
 
 @torch.no_grad()
+@pytest.mark.slow  # two vit_b forwards at 1024 px
 def test_vit_b_embeddings_equal_segment_anything_at_1024(vit_b_file):
     path, sam = vit_b_file
     model = build_model(ModelConfig(preset="vit_b", img_size=1024, checkpoint=str(path))).eval()

@@ -34,6 +34,8 @@ from sam4em.train.run_stage import run_stage
 from sam4em.train.settings import TrainSettings
 from tests.conftest import assert_user_error, run_cli, vnc_dataset
 
+pytestmark = pytest.mark.slow  # trains a model, then runs block jobs
+
 CLASSES = ["glia", "mito", "synapse"]
 CROP = (slice(0, 12), slice(256, 704), slice(256, 704))  # 12 x 448 x 448
 CHUNKS = [1, 128, 128]

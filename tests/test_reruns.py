@@ -21,6 +21,8 @@ import zarr
 
 from tests.conftest import job_counts, snakemake, snakemake_command, tiny_config, tiny_dataset
 
+pytestmark = pytest.mark.slow  # real Snakemake runs of the whole pipeline
+
 CLASSES = ("glia", "mito", "synapse")
 # two inference blocks (z0y0x0, z1y0x0); the components blocks are the same two
 COMPONENTS = {"components_label": 6, "components_contacts": 6, "components_merge": 3,

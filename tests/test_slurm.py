@@ -14,6 +14,8 @@ import pytest
 import yaml
 import zarr
 
+pytestmark = pytest.mark.slow  # a real SLURM cluster and a whole pipeline run
+
 GPU_RULES = {"train_stage1", "train_stage2", "predict_block"}
 
 

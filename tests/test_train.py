@@ -81,6 +81,7 @@ def stage1(vnc_tiles):
     return out
 
 
+@pytest.mark.slow  # real training runs
 def test_stage1_reduces_loss_and_writes_outputs(stage1):
     history = pd.read_csv(stage1.with_name("stage1_history.csv"))
     losses = history.dropna(subset=["loss"])["loss"].to_numpy()
@@ -98,6 +99,7 @@ def test_stage1_reduces_loss_and_writes_outputs(stage1):
     assert meta["extra"]["stage"] == 1 and meta["extra"]["step"] in (15, 30)
 
 
+@pytest.mark.slow  # real training runs
 def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(vnc_tiles, stage1):
     tmp, cfg, tiles = vnc_tiles
     out = tmp / "killed" / "models" / "stage1.pt"
@@ -128,6 +130,7 @@ def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(vnc_tiles, stage
     pd.testing.assert_frame_equal(a.drop(columns="elapsed_s"), b.drop(columns="elapsed_s"))
 
 
+@pytest.mark.slow  # real training runs
 def test_stage2_starts_from_stage1(vnc_tiles, stage1):
     tmp, cfg, tiles = vnc_tiles
     out = tmp / "run" / "models" / "stage2.pt"
@@ -191,6 +194,7 @@ def test_sampler_state_round_trip():
     np.testing.assert_array_equal(b.draw(40), expected)
 
 
+@pytest.mark.slow  # real training runs
 def test_stage2_stores_val_thresholds_that_do_at_least_as_well_as_half(vnc_tiles, stage1):
     tmp, cfg, tiles = vnc_tiles
     out = tmp / "thresholds" / "stage2.pt"
@@ -202,6 +206,7 @@ def test_stage2_stores_val_thresholds_that_do_at_least_as_well_as_half(vnc_tiles
         assert extra["val_dice_at_thresholds"][cls] >= at_half - 1e-9, cls
 
 
+@pytest.mark.slow  # real training runs
 def test_inference_uses_only_memory_distances_that_training_produced(vnc_tiles, stage1, tmp_path):
     _, cfg, tiles = vnc_tiles
     config = load_config(cfg)
@@ -235,6 +240,7 @@ def test_inference_uses_only_memory_distances_that_training_produced(vnc_tiles, 
     assert seen["inference"] <= seen["train"], seen
 
 
+@pytest.mark.slow  # real training runs
 def test_minutes_budget_drives_the_schedule_to_its_end(vnc_tiles, tmp_path):
     _, cfg, tiles = vnc_tiles
     config = load_config(cfg)

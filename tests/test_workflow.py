@@ -7,9 +7,12 @@ import os
 import subprocess
 
 import numpy as np
+import pytest
 import zarr
 
 from tests.conftest import SNAKEMAKE, job_counts, snakemake
+
+pytestmark = pytest.mark.slow  # real Snakemake runs of the whole pipeline
 
 
 def test_dry_run_of_all_on_the_default_config(repo, tmp_path):
