@@ -94,8 +94,6 @@ def rule_settings(
     from sam4em.config import dataset as dataset_config
     from sam4em.config import split_slices
 
-    if rule in ("stitch", "layers"):  # they read no setting
-        return settings_digest()
     if rule == "fetch_demo":
         return settings_digest(config["demo"])
     if rule == "import_volume":

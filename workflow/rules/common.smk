@@ -125,15 +125,25 @@ def dataset_targets(dataset):
     return out
 
 
+def planned_blocks(dataset):
+    """The inference block ids of a dataset (known once the plan_blocks checkpoint has run)."""
+    return sam4em_block_ids(checkpoints.plan_blocks.get(dataset=dataset).output[0])
+
+
+def planned_component_blocks(dataset, cls):
+    """The components block ids of one class of a dataset (likewise)."""
+    plan = checkpoints.plan_blocks.get(dataset=dataset).output[0]
+    return sam4em_component_block_ids(plan, ComponentSettings.from_config(config, cls))
+
+
 def dataset_block_targets(dataset):
     """The per-block outputs of one dataset: each inference block's marker and each
-    components block's files (known once the plan_blocks checkpoint has run)."""
+    components block's files."""
     if not model_for(dataset):
         return []
-    plan = checkpoints.plan_blocks.get(dataset=dataset).output[0]
-    out = [res("blocks", f"{b}.done", dataset=dataset) for b in sam4em_block_ids(plan)]
+    out = [res("blocks", f"{b}.done", dataset=dataset) for b in planned_blocks(dataset)]
     for cls in config["classes"]:
-        blocks = sam4em_component_block_ids(plan, ComponentSettings.from_config(config, cls))
         out += [res("components", cls, f"{b}{ext}", dataset=dataset)
-                for b in blocks for ext in (".npz", ".pairs.npy", ".done")]  # fmt: skip
+                for b in planned_component_blocks(dataset, cls)
+                for ext in (".npz", ".pairs.npy", ".done")]  # fmt: skip
     return out

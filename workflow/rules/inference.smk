@@ -7,10 +7,8 @@ wildcard_constraints:
 
 def block_markers(wildcards):
     """Every block's done marker; known once the plan_blocks checkpoint has run."""
-    plan = checkpoints.plan_blocks.get(dataset=wildcards.dataset).output[0]
-    return expand(
-        f"{R}/{wildcards.dataset}/blocks/{{block}}.done", block=sam4em_block_ids(plan)
-    )
+    blocks = planned_blocks(wildcards.dataset)
+    return expand(f"{R}/{wildcards.dataset}/blocks/{{block}}.done", block=blocks)
 
 
 rule predict_block:

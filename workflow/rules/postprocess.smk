@@ -4,16 +4,11 @@
 # do not flood the scheduler.
 
 
-def component_blocks(wildcards):
-    """The components block ids of a dataset (known once plan_blocks has run)."""
-    plan = checkpoints.plan_blocks.get(dataset=wildcards.dataset).output[0]
-    return sam4em_component_block_ids(plan, ComponentSettings.from_config(config, wildcards.cls))
-
-
 def component_files(pattern):
     """Input function: ``pattern`` (with {block}) for every components block."""
     return lambda wc: expand(
-        res("components", wc.cls, pattern, dataset=wc.dataset), block=component_blocks(wc)
+        res("components", wc.cls, pattern, dataset=wc.dataset),
+        block=planned_component_blocks(wc.dataset, wc.cls),
     )
 
 
