@@ -14,7 +14,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 APT_PACKAGES := chromium slurm-wlm munge
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps demo test test-fast lint format clean benchmarks
+.PHONY: install system-deps demo test test-fast lint format clean benchmarks device-bundle
 
 # install also links profiles/slurm as the Snakemake profile name `slurm` (in
 # ~/.config/snakemake, or $$XDG_CONFIG_HOME/snakemake), so `snakemake --profile slurm all`
@@ -48,6 +48,11 @@ test: install system-deps
 # runs, the SLURM cluster, model training; tests/README.md lists the tiers)
 test-fast: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+
+# what a bare GPU machine needs for benchmarks/device_check.py: the wheels its Python lacks
+# and the demo stack, under 64 MiB (benchmarks/README.md has the command to type there)
+device-bundle: install
+	$(BIN)/python benchmarks/device_bundle.py
 
 lint: install
 	$(BIN)/ruff check sam4em tests benchmarks

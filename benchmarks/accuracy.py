@@ -44,6 +44,7 @@ from sam4em.data.settings import ImportSettings
 from sam4em.evaluate.run_evaluation import class_metrics
 from sam4em.io.zarr_store import open_group, truth_array
 from sam4em.model.checkpoint import load_checkpoint
+from sam4em.model.device import pick_device
 from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
 from sam4em.tiling.settings import TilingSettings
 from sam4em.tiling.tiles import write_tiles
@@ -79,11 +80,14 @@ SAM_SWEEP = ((0.5, 3e-3), (1.0, 3e-3), (0.5, 2e-3), (0.5, 5e-3))
 OVERRIDES: dict[str, Any] = {}  # --set KEY=VALUE: dotted config keys for every SAM4EM run
 
 
-def base_config(data: Path, scale: float | None = None) -> dict[str, Any]:
+def base_config(
+    data: Path, scale: float | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The default config pointed at ``data`` (the VNC folder), at tiling ``scale``
-    (default: the config's), with the ``--set`` overrides."""
+    (default: the config's), with the ``--set`` overrides and then ``overrides`` (dotted
+    keys)."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    for dotted, value in OVERRIDES.items():
+    for dotted, value in (OVERRIDES | (overrides or {})).items():
         *parents, last = dotted.split(".")
         node = config
         for key in parents:
@@ -112,9 +116,9 @@ def _with(config: dict[str, Any], **changes: Any) -> dict[str, Any]:
 class Bench:
     """The imported volume, its test labels and tile stores per scale."""
 
-    def __init__(self, data: Path, work: Path) -> None:
-        self.data, self.work = data, work
-        config = base_config(data, 1.0)
+    def __init__(self, data: Path, work: Path, overrides: dict[str, Any] | None = None) -> None:
+        self.data, self.work, self.overrides = data, work, overrides
+        config = base_config(data, 1.0, overrides)
         work.mkdir(parents=True, exist_ok=True)
         self.volume = import_dataset(
             ImportSettings.from_config(config, "vnc"), work / "volume.zarr"
@@ -128,7 +132,7 @@ class Bench:
 
     def config(self, scale: float) -> dict[str, Any]:
         """The benchmark's base config at ``scale``."""
-        return base_config(self.data, scale)
+        return base_config(self.data, scale, self.overrides)
 
     def tiles(self, scale: float) -> dict[str, str]:
         """Train and val tile stores at ``scale`` (written once)."""
@@ -174,18 +178,19 @@ def _predict_sam(checkpoint: Path, bench: Bench, memory: bool, tta: bool) -> np.
     model, payload = load_checkpoint(checkpoint)
     scale = float(payload["extra"].get("scale", 1.0))
     settings = PredictSettings(memory=memory, scale=scale, tta=tta)
-    predictor = StackPredictor(model, settings, torch.device("cpu"))
+    predictor = StackPredictor(model, settings, pick_device())
     start = TEST[0] - (WARMUP if memory else 0)
     return predictor.predict(bench.raw[start : TEST[1]])[:, TEST[0] - start :]
 
 
 def _memory_off_thresholds(checkpoint: Path, config: dict[str, Any], val: str) -> dict:
     """Val-chosen thresholds of the stage-2 weights run slice by slice (memory off)."""
-    model, _ = load_checkpoint(checkpoint)
+    device = pick_device()
+    model = load_checkpoint(checkpoint)[0].to(device)
     s = StageSettings.from_config(config, 2)
     data = TileSet([val], sequences=False)
     predict = lambda x: [model(x[:, -1]).final]  # noqa: E731
-    table = val_dice_table(model, data, s, torch.device("cpu"), predict, THRESHOLD_LEVELS)
+    table = val_dice_table(model, data, s, device, predict, THRESHOLD_LEVELS)
     return choose_thresholds(table, THRESHOLD_LEVELS)
 
 

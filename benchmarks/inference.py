@@ -46,7 +46,7 @@ from sam4em.data.importer import import_dataset
 from sam4em.data.settings import ImportSettings
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint
-from sam4em.model.device import pick_device
+from sam4em.model.device import autocast, pick_device
 from sam4em.model.lora import merge_lora
 from sam4em.model.model_config import ModelConfig
 from sam4em.model.sam4em_model import build_model
@@ -94,7 +94,8 @@ def run_all_blocks(config: dict, ckpt: Path, volume: Path, work: Path, block_sha
 
 @torch.inference_mode()
 def bare_model_seconds(config: dict, ckpt: Path, volume: Path, plan: Path) -> float:
-    """``model.step`` alone on the same tile batches as the blocks of ``plan``."""
+    """``model.step`` alone on the same tile batches as the blocks of ``plan`` (bf16
+    autocast on CUDA, as the block jobs)."""
     model, _ = load_checkpoint(ckpt)
     merge_lora(model.image_encoder.vit)
     device = pick_device(config["inference"]["device"])
@@ -110,9 +111,10 @@ def bare_model_seconds(config: dict, ckpt: Path, volume: Path, plan: Path) -> fl
         batches = [tiles[i : i + max_batch] for i in range(0, n_tiles, max_batch)]
         banks = [model.new_memory() for _ in batches]
         t0 = time.perf_counter()
-        for _ in range(n_slices):
-            for batch, bank in zip(batches, banks, strict=True):
-                model.step(batch, bank).final.float().sigmoid().cpu()
+        with autocast(device):  # as the block jobs run it
+            for _ in range(n_slices):
+                for batch, bank in zip(batches, banks, strict=True):
+                    model.step(batch, bank).final.float().sigmoid().cpu()
         total += time.perf_counter() - t0
     return total
 

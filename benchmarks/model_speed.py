@@ -14,7 +14,9 @@ import time
 import torch
 
 from sam4em.model.model_config import ModelConfig
-from sam4em.model.sam4em_model import build_model
+from sam4em.model.sam4em_model import SAM4EM, build_model
+from sam4em.train.settings import StageSettings
+from sam4em.train.trainer import make_optimizer, optimise
 
 CASES = [("vit_tiny", 256), ("vit_tiny", 512), ("vit_b", 512)]
 
@@ -55,6 +57,35 @@ def time_model(preset: str, size: int, device: str, batch: int, repeats: int) ->
         "params_total": total,
         "params_trainable": trainable,
     }
+
+
+def train_steps_per_s(
+    model: SAM4EM,
+    s: StageSettings,
+    device: torch.device,
+    repeats: int,
+    bf16: bool | None = None,
+    length: int = 1,
+) -> float:
+    """Stage ``s.stage`` optimisation steps per second of ``model`` (the trainer's own
+    step, :func:`sam4em.train.trainer.optimise`) on random batches of ``s.batch_size``
+    examples at the model's tile size (stage 2: z-sequences of ``length`` slices)."""
+    model.to(device).train()
+    optimizer = make_optimizer(model, s)
+    size, n_cls = model.config.img_size, len(model.config.classes)
+    shape = (s.batch_size, length)
+    batch = (
+        torch.rand((*shape, 1, size, size)) * 255,
+        (torch.rand((*shape, n_cls, size, size)) > 0.9).float(),
+        torch.ones((s.batch_size, n_cls), dtype=torch.bool),
+    )
+    optimise(model, optimizer, batch, s, device, bf16)  # warm-up
+    _sync(device.type)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        optimise(model, optimizer, batch, s, device, bf16)
+    _sync(device.type)
+    return repeats / (time.perf_counter() - t0)
 
 
 def main() -> None:

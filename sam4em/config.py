@@ -1,15 +1,16 @@
 """Loading and validating the configuration (``config/config.yaml``).
 
 Validation has two layers: the JSON schema (``sam4em/schemas/config.schema.yaml``, shipped
-in the package, through ``snakemake.utils.validate``, which also fills in defaults) and
-checks that a
-schema cannot express (classes named in labels, split ranges, block/chunk alignment).
+in the package, checked with ``jsonschema``, which also fills in the defaults as
+``snakemake.utils.validate`` would, without needing Snakemake) and checks that a schema
+cannot express (classes named in labels, split ranges, block/chunk alignment).
 Checks that need the data itself (files exist, ranges inside the volume, shapes agree)
 happen when the data is read, in :mod:`sam4em.data.importer`.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -48,6 +49,24 @@ _StrictValidator = jsonschema.validators.extend(
 )
 
 
+def _filling_defaults(validator_class: Any) -> Any:
+    """``validator_class`` that, as it checks an object, first sets each of its missing
+    properties that has a ``default`` (a copy), so nested defaults fill in as well."""
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator: Any, props: dict, instance: Any, schema: dict) -> Any:
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if key not in instance and isinstance(sub, dict) and "default" in sub:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": properties})
+
+
+_FillingValidator = _filling_defaults(_StrictValidator)
+
+
 def _schema_error(config: dict[str, Any], schema: dict[str, Any]) -> str | None:
     validator = _StrictValidator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
@@ -80,9 +99,8 @@ def validate_config(config: dict[str, Any], origin: str = "config") -> dict[str,
     problem = _schema_error(config, schema)
     if problem:
         raise ConfigError(f"{origin}: {problem}")
-    from snakemake.utils import validate
-
-    validate(config, str(schema_path()), set_default=True)
+    for _ in _FillingValidator(schema).iter_errors(config):
+        pass  # none: the check above passed; the pass fills in the defaults
     _check_semantics(config, origin)
     return config
 

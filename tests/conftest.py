@@ -159,18 +159,9 @@ def tiny_dataset(folder: Path, vnc: Path) -> dict[str, Any]:
     """Write an 8 x 128 x 128 crop of the real VNC stack 1 as slice folders (raw TIFFs,
     label PNGs) under ``folder`` and return its dataset config block (paths relative to
     ``folder``'s parent, where Snakemake runs)."""
-    import numpy as np
-    import tifffile
-    from PIL import Image
+    from sam4em.data.demo import write_crop
 
-    z, y, x = TINY_CROP
-    raws = sorted((vnc / "stack1" / "raw").glob("*.tif"))[z]
-    labels = sorted((vnc / "stack1" / "labels").glob("*.png"))[z]
-    (folder / "raw").mkdir(parents=True)
-    (folder / "labels").mkdir()
-    for i, (raw, lab) in enumerate(zip(raws, labels, strict=True)):
-        tifffile.imwrite(folder / "raw" / f"{i:02d}.tif", tifffile.imread(raw)[y, x])
-        Image.fromarray(np.asarray(Image.open(lab))[y, x]).save(folder / "labels" / f"{i:02d}.png")
+    write_crop(vnc / "stack1", folder, *TINY_CROP)
     return {
         "raw": f"{folder.name}/raw",
         "labels": {

@@ -109,3 +109,25 @@ def fetch_demo(
                 _verify(root, sha256, url)
                 _copy_tree(root, tmp)
     return dest
+
+
+def write_crop(stack: str | Path, out: str | Path, z: slice, y: slice, x: slice) -> Path:
+    """Write the ``(z, y, x)`` crop of a demo stack folder (``raw/*.tif`` and
+    ``labels/*.png``, as in ``stack1``) to ``out/raw`` and ``out/labels`` in the same
+    formats, slices renumbered from 00; returns ``out``. Small real data for quick runs:
+    the tests' tiny pipeline and the device check's smoke run."""
+    import numpy as np
+    import tifffile
+    from PIL import Image
+
+    stack, out = Path(stack), Path(out)
+    raws = sorted((stack / "raw").glob("*.tif"))[z]
+    labels = sorted((stack / "labels").glob("*.png"))[z]
+    if not raws or len(raws) != len(labels):
+        raise InputDataError(f"{stack}: expected raw/*.tif and labels/*.png slices for {z}")
+    (out / "raw").mkdir(parents=True)
+    (out / "labels").mkdir()
+    for i, (raw, lab) in enumerate(zip(raws, labels, strict=True)):
+        tifffile.imwrite(out / "raw" / f"{i:02d}.tif", tifffile.imread(raw)[y, x])
+        Image.fromarray(np.asarray(Image.open(lab))[y, x]).save(out / "labels" / f"{i:02d}.png")
+    return out

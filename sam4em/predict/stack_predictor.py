@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam4em.model.device import autocast
+from sam4em.model.device import autocast, to_device
 from sam4em.model.memory_bank import MemoryBank
 from sam4em.model.sam4em_model import SAM4EM
 from sam4em.predict.blending import blend_window
@@ -171,7 +171,7 @@ class StackPredictor:
             raise ValueError(f"tiles at {origins} leave the slice plane {plane}")
         banks = [self.model.new_memory() for _ in chunks]
         for k, plane_image in slices:
-            image = torch.from_numpy(_pad(plane_image, s)).to(self.device)
+            image = to_device(torch.from_numpy(_pad(plane_image, s)), self.device)
             acc = torch.zeros((self.n_classes, *image.shape), device=self.device)
             norm = torch.zeros(image.shape, device=self.device)
             for chunk, bank in zip(chunks, banks, strict=True):

@@ -27,7 +27,7 @@ import torch
 
 from sam4em.io.atomic import write_bytes_atomic
 from sam4em.model.checkpoint import read_checkpoint, save_checkpoint, trainable_state
-from sam4em.model.device import autocast, pick_device
+from sam4em.model.device import autocast, pick_device, to_device
 from sam4em.model.sam4em_model import SAM4EM, SegmentationOutput
 from sam4em.progress import StepProgress
 from sam4em.train.augment import augment
@@ -119,6 +119,35 @@ def _loss(
     return w1 * l1 + w2 * l2, float(l1.detach()), float(l2.detach())
 
 
+def make_optimizer(model: SAM4EM, s: StageSettings) -> torch.optim.AdamW:
+    """AdamW over what stage ``s.stage`` trains (the rest is frozen), one learning rate
+    per group: heads, memory (stage 2) and encoder."""
+    return torch.optim.AdamW(_param_groups(model, s), weight_decay=s.weight_decay)
+
+
+def optimise(
+    model: SAM4EM,
+    optimizer: torch.optim.Optimizer,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    s: StageSettings,
+    device: torch.device,
+    bf16: bool | None = None,
+) -> tuple[float, float, float]:
+    """One optimisation step on ``batch`` (images, labels, labelled as from
+    :func:`make_batch`), at the optimizer's current rates; (loss, stage-1 loss, stage-2
+    loss). ``bf16`` as in :func:`sam4em.model.device.autocast`."""
+    images, labels, labelled = (to_device(t, device) for t in batch)
+    with autocast(device, bf16):
+        outputs = _run(model, images, s.stage)
+    loss, l1, l2 = _loss(outputs, labels, labelled, s)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+    optimizer.step()
+    return loss.item(), l1, l2
+
+
 # probability levels among which the per-class thresholds are chosen on val
 THRESHOLD_LEVELS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
@@ -151,7 +180,7 @@ def val_dice_table(
         idx = np.arange(start, min(start + s.batch_size, len(data)))
         images, labels, labelled = make_batch(data, idx, s, None)
         with autocast(device):
-            probs = torch.sigmoid(predict(images.to(device))[-1].float()).cpu()
+            probs = torch.sigmoid(predict(to_device(images, device))[-1].float()).cpu()
         pred = probs[None] >= cut  # (K, B, C, S, S)
         mask = labelled[None, :, :, None, None]
         target = labels[:, -1].bool()[None]
@@ -237,7 +266,7 @@ class _StageRun:
         self.device = pick_device()
         work_dir.mkdir(parents=True, exist_ok=True)
         model.to(self.device).train()
-        self.optimizer = torch.optim.AdamW(_param_groups(model, s), weight_decay=s.weight_decay)
+        self.optimizer = make_optimizer(model, s)
         self.sampler = BalancedSampler(train.presence, train.classes, s.balance, s.seed)
         self.aug_rng = np.random.default_rng(s.seed + 1000)
         torch.manual_seed(s.seed)
@@ -282,17 +311,9 @@ class _StageRun:
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
         batch = make_batch(self.train, self.sampler.draw(s.batch_size), s, self.aug_rng)
-        images, labels, labelled = (t.to(device) for t in batch)
-        with autocast(device):
-            outputs = _run(self.model, images, s.stage)
-        loss, l1, l2 = _loss(outputs, labels, labelled, s)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
-        self.optimizer.step()
+        losses = optimise(self.model, self.optimizer, batch, s, device)
         self.step += 1
-        return loss.item(), l1, l2
+        return losses
 
     def log_losses(self, window: list[tuple[float, float, float]]) -> None:
         """Add the mean losses since the last log to the history."""
