@@ -173,6 +173,19 @@ def tiny_dataset(folder: Path, vnc: Path) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="session")
+def tiny_run(repo, vnc, tmp_path_factory):
+    """(folder, config) of a finished local run of every stage on the tiny crop (the
+    rerun and SLURM tests; a test that changes it puts it back)."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    config = tiny_config(tiny_dataset(workdir / "data", vnc))
+    cfg = workdir / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config))
+    r = snakemake(repo, workdir, "all", config=cfg)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return workdir, config
+
+
 def tiny_config(dataset: dict[str, Any]) -> dict[str, Any]:
     """The smallest config that runs every stage: 64 px vit_tiny tiles, a few training
     steps, two inference blocks of 4 x 128 x 128."""

@@ -19,7 +19,7 @@ import pytest
 import yaml
 import zarr
 
-from tests.conftest import job_counts, snakemake, snakemake_command, tiny_config, tiny_dataset
+from tests.conftest import job_counts, snakemake, snakemake_command
 
 pytestmark = pytest.mark.slow  # real Snakemake runs of the whole pipeline
 
@@ -32,18 +32,6 @@ AFTER_BLOCKS = {"stitch": 1, **COMPONENTS, **AFTER_COMPONENTS}
 # a new import: everything of the dataset (the block jobs follow the new plan)
 EVERYTHING = {"import_volume", "tile", "train_stage1", "train_stage2", "plan_blocks",
               "stitch", "components", "evaluate", "report", "layers"}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny(repo, vnc, tmp_path_factory):
-    """(folder, config) of a finished run of every stage on the tiny crop."""
-    workdir = tmp_path_factory.mktemp("tiny")
-    config = tiny_config(tiny_dataset(workdir / "data", vnc))
-    cfg = workdir / "config.yaml"
-    cfg.write_text(yaml.safe_dump(config))
-    r = snakemake(repo, workdir, "all", config=cfg)
-    assert r.returncode == 0, r.stderr[-4000:]
-    return workdir, config
 
 
 def scheduled(repo: Path, workdir: Path, config: dict, text: str | None = None) -> dict:
@@ -64,12 +52,12 @@ def edited(config: dict, edit) -> dict:
     return new
 
 
-def test_the_finished_run_has_nothing_to_do(repo, tiny):
-    assert scheduled(repo, *tiny) == {}
+def test_the_finished_run_has_nothing_to_do(repo, tiny_run):
+    assert scheduled(repo, *tiny_run) == {}
 
 
-def test_comments_and_key_order_schedule_nothing(repo, tiny):
-    workdir, config = tiny
+def test_comments_and_key_order_schedule_nothing(repo, tiny_run):
+    workdir, config = tiny_run
     reordered = dict(reversed(list(config.items())))
     text = "# a comment\n" + yaml.safe_dump(reordered, sort_keys=False).replace(
         "\nmodel:", "\n# another comment\nmodel:"
@@ -98,14 +86,14 @@ EDITS = {
 
 
 @pytest.mark.parametrize("key", EDITS)
-def test_an_edit_schedules_exactly_what_it_affects(repo, tiny, key):
-    workdir, config = tiny
+def test_an_edit_schedules_exactly_what_it_affects(repo, tiny_run, key):
+    workdir, config = tiny_run
     edit, expected = EDITS[key]
     assert scheduled(repo, workdir, edited(config, edit)) == expected
 
 
-def test_a_new_split_or_raw_path_schedules_the_whole_dataset(repo, tiny):
-    workdir, config = tiny
+def test_a_new_split_or_raw_path_schedules_the_whole_dataset(repo, tiny_run):
+    workdir, config = tiny_run
     split = edited(config, lambda c: c["datasets"]["crop"]["split"].update(test=[7, 7]))
     assert set(scheduled(repo, workdir, split)) >= EVERYTHING
     shutil.copytree(workdir / "data" / "raw", workdir / "data" / "raw copy")
@@ -116,8 +104,8 @@ def test_a_new_split_or_raw_path_schedules_the_whole_dataset(repo, tiny):
         shutil.rmtree(workdir / "data" / "raw copy")
 
 
-def test_new_pixels_under_the_same_file_name_reimport(repo, tiny):
-    workdir, config = tiny
+def test_new_pixels_under_the_same_file_name_reimport(repo, tiny_run):
+    workdir, config = tiny_run
     path = workdir / "data" / "raw" / "03.tif"
     original, stat = path.read_bytes(), path.stat()
     import tifffile
@@ -146,8 +134,8 @@ MISSING = {
 
 
 @pytest.mark.parametrize("name", MISSING)
-def test_a_missing_output_is_rebuilt_with_what_follows(repo, tiny, name, tmp_path):
-    workdir, config = tiny
+def test_a_missing_output_is_rebuilt_with_what_follows(repo, tiny_run, name, tmp_path):
+    workdir, config = tiny_run
     path = workdir / "results" / "crop" / name
     path.rename(tmp_path / "aside")
     try:
@@ -191,13 +179,13 @@ def _run_until(repo: Path, workdir: Path, cfg: Path, log_prefix: str) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-def test_a_killed_rerun_ends_equal_to_a_clean_run(repo, tiny, tmp_path):
+def test_a_killed_rerun_ends_equal_to_a_clean_run(repo, tiny_run, tmp_path):
     """An edit (TTA on) rerun, killed in a block job and again in the components jobs,
     then finished: the outputs equal a clean run of the new config, and nothing is left
     to do."""
     workdir = tmp_path / "rerun"  # a copy: the other tests keep the finished run
-    shutil.copytree(tiny[0], workdir, symlinks=True)
-    new = edited(tiny[1], EDITS["inference.tta"][0])
+    shutil.copytree(tiny_run[0], workdir, symlinks=True)
+    new = edited(tiny_run[1], EDITS["inference.tta"][0])
     cfg = workdir / "tta.yaml"
     cfg.write_text(yaml.safe_dump(new))
     _run_until(repo, workdir, cfg, "predict_block")
@@ -206,7 +194,7 @@ def test_a_killed_rerun_ends_equal_to_a_clean_run(repo, tiny, tmp_path):
     assert r.returncode == 0, r.stderr[-4000:]
     assert scheduled(repo, workdir, new) == {}
     clean = tmp_path / "clean"
-    shutil.copytree(tiny[0] / "data", clean / "data")
+    shutil.copytree(tiny_run[0] / "data", clean / "data")
     (clean / "config.yaml").write_text(yaml.safe_dump(new))
     r = snakemake(repo, clean, "all", config=clean / "config.yaml")
     assert r.returncode == 0, r.stderr[-4000:]
