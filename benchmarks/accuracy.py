@@ -43,15 +43,16 @@ from sam4em.data.importer import import_dataset
 from sam4em.data.settings import ImportSettings
 from sam4em.evaluate.run_evaluation import class_metrics
 from sam4em.io.zarr_store import open_group, truth_array
-from sam4em.model.checkpoint import load_checkpoint
+from sam4em.model.checkpoint import load_checkpoint, uses_memory
 from sam4em.model.device import pick_device
 from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
 from sam4em.tiling.settings import TilingSettings
 from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage
 from sam4em.train.settings import StageSettings, TrainSettings
+from sam4em.train.stage_choice import slice_by_slice_table
 from sam4em.train.tile_data import TileSet
-from sam4em.train.trainer import THRESHOLD_LEVELS, choose_thresholds, val_dice_table
+from sam4em.train.trainer import THRESHOLD_LEVELS, choose_thresholds
 
 sys.path.insert(0, str(Path(__file__).parent))
 from unet_baseline import UNetSettings, predict_unet, train_unet  # noqa: E402
@@ -177,6 +178,7 @@ class Bench:
 def _predict_sam(checkpoint: Path, bench: Bench, memory: bool, tta: bool) -> np.ndarray:
     model, payload = load_checkpoint(checkpoint)
     scale = float(payload["extra"].get("scale", 1.0))
+    memory = memory and uses_memory(payload["extra"])  # as the pipeline runs it
     settings = PredictSettings(memory=memory, scale=scale, tta=tta)
     predictor = StackPredictor(model, settings, pick_device())
     start = TEST[0] - (WARMUP if memory else 0)
@@ -185,12 +187,9 @@ def _predict_sam(checkpoint: Path, bench: Bench, memory: bool, tta: bool) -> np.
 
 def _memory_off_thresholds(checkpoint: Path, config: dict[str, Any], val: str) -> dict:
     """Val-chosen thresholds of the stage-2 weights run slice by slice (memory off)."""
-    device = pick_device()
-    model = load_checkpoint(checkpoint)[0].to(device)
+    model = load_checkpoint(checkpoint)[0]
     s = StageSettings.from_config(config, 2)
-    data = TileSet([val], sequences=False)
-    predict = lambda x: [model(x[:, -1]).final]  # noqa: E731
-    table = val_dice_table(model, data, s, device, predict, THRESHOLD_LEVELS)
+    table = slice_by_slice_table(model, TileSet([val], sequences=False), s, pick_device())
     return choose_thresholds(table, THRESHOLD_LEVELS)
 
 
@@ -237,6 +236,7 @@ def run_sam4em(
                 "scale": scale}  # fmt: skip
     extra = load_checkpoint(work / "stage2.pt")[1]["extra"]
     thresholds = extra["thresholds"]
+    info["model_choice"] = extra.get("choice")
     info["val_dice"] = round(float(np.mean(list(extra["val_dice_at_thresholds"].values()))), 4)
     probs = _predict_sam(work / "stage2.pt", bench, True, tta)
     out = {variant: info | bench.score(probs, thresholds)}

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.slurm_background import SlurmRun
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VNC = REPO.parent / "shared" / "data" / "drosophila-vnc"
 
@@ -205,3 +207,30 @@ def tiny_config(dataset: dict[str, Any]) -> dict[str, Any]:
         "inference": {"block_shape": [4, 128, 128], "chunks": [1, 64, 64], "tta": False,
                       "warmup": 1},
     }  # fmt: skip
+
+
+#: the SLURM integration run, started as the session begins when test_slurm is selected
+SLURM_RUN: list[SlurmRun] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the SLURM run in the background before the first test, when a test of
+    ``test_slurm.py`` is among those selected (see :mod:`tests.slurm_background`)."""
+    if not any(item.path.name == "test_slurm.py" for item in session.items):
+        return
+    folder = session.config._tmp_path_factory.mktemp("slurm")  # noqa: SLF001
+    run = SlurmRun(folder)
+    SLURM_RUN.append(run)
+    if not (SHARED_VNC / "stack1" / "raw").is_dir():
+        run.skipped = f"real VNC data not found at {SHARED_VNC}"
+        return
+    config = tiny_config(tiny_dataset(run.project / "data", SHARED_VNC))
+    (run.project / "config").mkdir()
+    (run.project / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    run.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the SLURM run if it is still going, and the test cluster."""
+    for run in SLURM_RUN:
+        run.stop()

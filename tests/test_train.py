@@ -13,9 +13,12 @@ import pytest
 import torch
 import yaml
 
+from sam4em.blocks.plan import PlanSettings, write_plan
 from sam4em.config import load_config
+from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint, read_checkpoint
 from sam4em.model.memory_attention import MemoryAttention
+from sam4em.predict.block_job import InferenceSettings, predict_block
 from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
 from sam4em.train.augment import AugmentSettings, augment
 from sam4em.train.run_stage import run_stage
@@ -39,6 +42,7 @@ def vnc_tiles(tmp_path_factory, vnc):
             "stage2": {"steps": 6, "val_every": 3, "batch_size": 2, "lora_lr": 0.0},
             "save_every": 5,
             "log_every": 5,
+            "stage2_min_gain": -1.0,  # keep stage 2 whatever it scores: these tests are on it
         },
     }
     cfg = tmp / "config.yaml"
@@ -315,3 +319,44 @@ def test_a_time_budget_shows_progress_over_its_time_not_the_step_cap(capsys):
     finally:
         set_quiet(False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.slow  # real training runs
+def test_a_diverging_stage2_leaves_the_stage1_weights_with_the_memory_off(
+    vnc_tiles, stage1, tmp_path
+):
+    """A stage-2 learning rate that blows the weights up: the stage-2 checkpoint then holds
+    the stage-1 weights, says so and why, and the block jobs run it with the memory off.
+    With a gain of -1 (keep stage 2 whatever it scores) the same run keeps stage 2."""
+    tmp, cfg, tiles = vnc_tiles
+    config = load_config(cfg)
+    config["train"]["stage2"] |= {"steps": 4, "val_every": 2, "lr": 1e30, "memory_lr": 1e30,
+                                  "lora_lr": 1e30}  # fmt: skip
+    config["train"]["stage2_min_gain"] = 0.005
+    out = tmp_path / "models" / "stage2.pt"
+    run_stage(TrainSettings.from_config(config, 2), [str(tiles["train"])],
+              [str(tiles["val"])], out, init=str(stage1))  # fmt: skip
+    extra = read_checkpoint(out)["extra"]
+    choice = extra["choice"]
+    assert extra["memory"] is False and choice["model_stage"] == 1 and extra["stage"] == 1
+    assert not choice["stage2_val_dice"] >= choice["stage1_val_dice"] + 0.005  # NaN or lower
+    assert choice["stage1_val_dice"] > 0.05 and "does not beat" in choice["reason"]
+    first, chosen = read_checkpoint(stage1)["state_dict"], read_checkpoint(out)["state_dict"]
+    assert set(first) == set(chosen) and all(torch.equal(first[k], chosen[k]) for k in first)
+    assert set(extra["thresholds"]) == {"glia", "mito", "synapse"}
+
+    config["inference"]["block_shape"] = [4, 256, 256]
+    plan = tmp_path / "blocks.json"
+    volume = tmp / "volume.zarr"
+    blocks = write_plan(plan, open_group(volume)["raw"].shape, PlanSettings.from_config(config))
+    record = predict_block(InferenceSettings.from_config(config), out, volume, plan,
+                           blocks[0].id, tmp_path / "pred.zarr", tmp_path / "b.done")  # fmt: skip
+    assert record["memory"] is False and record["model_stage"] == 1
+    assert record["model_choice"] == choice
+
+    config["train"]["stage2_min_gain"] = -1.0
+    kept = tmp_path / "kept" / "stage2.pt"
+    run_stage(TrainSettings.from_config(config, 2), [str(tiles["train"])],
+              [str(tiles["val"])], kept, init=str(stage1))  # fmt: skip
+    extra = read_checkpoint(kept)["extra"]
+    assert extra["memory"] is True and extra["choice"]["model_stage"] == 2 and extra["stage"] == 2

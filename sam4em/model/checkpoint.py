@@ -61,10 +61,29 @@ def save_checkpoint(
         "state_dict": trainable_state(model),
         "extra": extra or {},
     }
+    return _write(payload, path)
+
+
+def _write(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     write_bytes_atomic(path, buffer.getvalue())
     return Path(path)
+
+
+def uses_memory(extra: dict[str, Any]) -> bool:
+    """Whether a checkpoint's model runs with its memory: not when its ``extra`` says
+    the stage-1 weights were chosen over stage 2 (see :mod:`sam4em.train.stage_choice`);
+    checkpoints from before that choice do."""
+    return bool(extra.get("memory", True))
+
+
+def update_extra(path: str | os.PathLike[str], changes: dict[str, Any]) -> Path:
+    """Add ``changes`` to the ``extra`` record of the checkpoint at ``path`` (atomically;
+    the weights stay as they are)."""
+    payload = read_checkpoint(path)
+    payload["extra"] = payload.get("extra", {}) | changes
+    return _write(payload, path)
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from sam4em.io.atomic import write_json_atomic
 from sam4em.io.prefetch import PrefetchedStack
 from sam4em.io.pyramid import block_pyramid, write_block_levels
 from sam4em.io.zarr_store import LEVEL0, VOLUME
-from sam4em.model.checkpoint import load_checkpoint
+from sam4em.model.checkpoint import load_checkpoint, uses_memory
 from sam4em.model.device import pick_device
 from sam4em.model.lora import merge_lora
 from sam4em.model.model_config import ModelConfig
@@ -208,6 +208,7 @@ def predict_block(
     if trained_scale != scale:
         raise InputDataError(f"{checkpoint}: the model was trained at tiling.scale "
                              f"{trained_scale}, the plan is for scale {scale}")  # fmt: skip
+    settings = replace(settings, memory=settings.memory and uses_memory(payload["extra"]))
     merge_lora(model.image_encoder.vit)
     predictor = StackPredictor(model, settings, pick_device(job.device))
     classes = list(model.config.classes)
@@ -246,6 +247,9 @@ def predict_block(
         "slices_run": total,
         "tiles_per_slice": len(window.origins),
         "device": str(predictor.device),
+        "model_stage": payload["extra"].get("stage"),
+        "memory": settings.memory,
+        "model_choice": payload["extra"].get("choice"),
         "seconds": round(seconds, 3),
         "checkpoint": str(checkpoint),
         "model": model_id,

@@ -98,6 +98,10 @@ def stitch(
         "classes": classes,
         "blocks": len(planned),
         "block_seconds": round(sum(r["seconds"] for r in records), 2),
+        # the model the blocks ran (one for all, checked above): stage, memory, and why
+        "model_stage": records[0].get("model_stage"),
+        "memory": records[0].get("memory"),
+        "model_choice": records[0].get("model_choice"),
         "classes_stats": stats,
     }
     write_json_atomic(summary, record)

@@ -80,6 +80,22 @@ def _model_summary(models: list[Path]) -> str:
     return f'<table id="models">{head}{"".join(rows)}</table>'
 
 
+def _stage_choice(summary: dict) -> str:
+    """Which stage's weights the predictions come from, and the val scores that chose."""
+    choice = summary.get("model_choice")
+    if not choice:
+        return ""
+    stage = choice["model_stage"]
+    ran = "stage 2 weights, 3D memory on" if stage == 2 else "stage 1 weights, memory off"
+    return (
+        f'<p id="model-choice">Predictions come from the {ran}: on the same val slices, '
+        f"stage 2 with its memory scored mean Dice {choice['stage2_val_dice']:.3f} and the "
+        f"stage-1 weights slice by slice {choice['stage1_val_dice']:.3f}; stage 2 is kept "
+        f"only when it is ahead by at least {choice['min_gain']:g} "
+        "(<code>train.stage2_min_gain</code>).</p>"
+    )
+
+
 def _training_minutes(history: Path) -> float | None:
     if not history.is_file():
         return None
@@ -132,7 +148,11 @@ def build_report(
         + _img(figures.per_slice_dice(per_slice, fig_dir / "per_slice_dice.png"), "per-slice Dice")
     )
     curves = [res / "models" / f"stage{s}_curves.png" for s in (1, 2)]
-    sections.append("<h2>Training</h2>" + "".join(_img(p, p.stem) for p in curves if p.is_file()))
+    sections.append(
+        "<h2>Training</h2>"
+        + _stage_choice(summary)
+        + "".join(_img(p, p.stem) for p in curves if p.is_file())
+    )
     parts = ["<h2>Examples</h2>"]
     for cls in dict.fromkeys(metrics["class"]):
         truth, mask = truth_and_mask(settings, vol, pred, cls)

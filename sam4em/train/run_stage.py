@@ -9,6 +9,7 @@ from sam4em.errors import Sam4emError
 from sam4em.model.checkpoint import load_checkpoint
 from sam4em.model.sam4em_model import build_model
 from sam4em.train.settings import TrainSettings
+from sam4em.train.stage_choice import choose_stage
 from sam4em.train.tile_data import TileSet, tile_store_paths
 from sam4em.train.trainer import TrainResult, train_stage
 
@@ -23,7 +24,9 @@ def run_stage(
     init: str | None = None,
     work_dir: Path | None = None,
 ) -> TrainResult:
-    """Train stage 1 from the configured base, or stage 2 from the stage-1 checkpoint."""
+    """Train stage 1 from the configured base, or stage 2 from the stage-1 checkpoint;
+    after stage 2, ``out`` holds whichever of the two scores better on val
+    (:func:`sam4em.train.stage_choice.choose_stage`)."""
     stage, model_config = settings.stage.stage, settings.model
     sequences = stage == 2
     train = TileSet(tile_store_paths(train_tiles), sequences=sequences)
@@ -50,7 +53,7 @@ def run_stage(
         len(train),
         ", ".join(map(str, train_tiles)),
     )
-    return train_stage(
+    result = train_stage(
         model,
         settings.stage,
         train,
@@ -59,3 +62,6 @@ def run_stage(
         work_dir or out.with_name(out.stem),
         init_identity,
     )
+    if stage == 2 and val is not None and len(val):
+        choose_stage(out, Path(init), val, settings.stage, model_config, settings.min_gain)
+    return result

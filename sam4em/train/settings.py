@@ -71,10 +71,13 @@ class TrainSettings:
 
     stage: StageSettings
     model: ModelConfig
+    min_gain: float = 0.005  # stage 2 is kept when it beats stage 1 on val by this much
 
     @classmethod
     def from_config(cls, config: dict[str, Any], stage: int) -> TrainSettings:
         """The settings of training ``stage`` (1 or 2) in a validated project config."""
         return cls(
-            stage=StageSettings.from_config(config, stage), model=ModelConfig.from_config(config)
+            stage=StageSettings.from_config(config, stage),
+            model=ModelConfig.from_config(config),
+            min_gain=config["train"]["stage2_min_gain"],
         )
