@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -48,6 +49,13 @@ def test_report_renders_with_tables_and_decoded_images(report, tmp_path):
     assert '<table id="metrics">' in dom and '<table id="models">' in dom
     for cls in ("glia", "mito", "synapse"):
         assert f"<th>{cls}</th>" in dom
+    summary = json.loads(report.with_name("predictions.json").read_text())
+    choice = summary["model_choice"]  # which stage the predictions come from, and why
+    assert summary["model_stage"] == choice["model_stage"] in (1, 2)
+    assert summary["memory"] is (choice["model_stage"] == 2)
+    found = re.search(r'<p id="model-choice">(.*?)</p>', dom, re.S)
+    assert found and f"{choice['stage2_val_dice']:.3f}" in found[1]
+    assert ("memory on" if choice["model_stage"] == 2 else "memory off") in found[1]
     shot = tmp_path / "report.png"
     subprocess.run(
         [CHROMIUM, *FLAGS, f"--screenshot={shot}", "--window-size=1200,3000", report.as_uri()],
