@@ -45,7 +45,8 @@ from sam4em.evaluate.run_evaluation import class_metrics
 from sam4em.io.zarr_store import open_group, truth_array
 from sam4em.model.checkpoint import load_checkpoint, uses_memory
 from sam4em.model.device import pick_device
-from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
+from sam4em.predict.settings import PredictSettings
+from sam4em.predict.stack_predictor import StackPredictor
 from sam4em.tiling.settings import TilingSettings
 from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage

@@ -50,7 +50,8 @@ from sam4em.model.device import autocast, pick_device
 from sam4em.model.lora import merge_lora
 from sam4em.model.model_config import ModelConfig
 from sam4em.model.sam4em_model import build_model
-from sam4em.predict.block_job import InferenceSettings, block_window, predict_block
+from sam4em.predict.block_job import block_window, predict_block
+from sam4em.predict.settings import InferenceSettings
 from sam4em.tiling.settings import TilingSettings
 from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage
@@ -126,7 +127,8 @@ def block_rss_mb(config_path: Path, ckpt: Path, volume: Path, work: Path) -> flo
         "from sam4em.config import load_config\n"
         "from sam4em.blocks.plan import PlanSettings, write_plan\n"
         "from sam4em.io.zarr_store import open_group\n"
-        "from sam4em.predict.block_job import InferenceSettings, predict_block\n"
+        "from sam4em.predict.block_job import predict_block\n"
+        "from sam4em.predict.settings import InferenceSettings\n"
         "cfg, ckpt, vol, work = sys.argv[1:]\n"
         "c = load_config(cfg)\n"
         "shape = open_group(vol)['raw'].shape\n"

@@ -114,7 +114,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_predict_block(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
-    from sam4em.predict.block_job import InferenceSettings, predict_block
+    from sam4em.predict.block_job import predict_block
+    from sam4em.predict.settings import InferenceSettings
 
     record = predict_block(
         InferenceSettings.from_config(load_config(args.config)),

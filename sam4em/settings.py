@@ -21,7 +21,7 @@ from sam4em.errors import ConfigError
 from sam4em.evaluate.settings import EvaluationSettings
 from sam4em.model.model_config import ModelConfig
 from sam4em.postprocess.settings import ComponentSettings
-from sam4em.predict.block_job import InferenceSettings
+from sam4em.predict.settings import InferenceSettings
 from sam4em.tiling.settings import TilingSettings
 from sam4em.train.settings import TrainSettings
 

@@ -26,8 +26,9 @@ from sam4em.data.settings import ImportSettings
 from sam4em.errors import InputDataError
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from sam4em.predict.block_job import InferenceSettings, predict_block
-from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
+from sam4em.predict.block_job import predict_block
+from sam4em.predict.settings import InferenceSettings, PredictSettings
+from sam4em.predict.stack_predictor import StackPredictor
 from sam4em.tiling.settings import TilingSettings
 from sam4em.tiling.tiles import write_tiles
 from sam4em.train.run_stage import run_stage

@@ -18,8 +18,9 @@ from sam4em.config import load_config
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint, read_checkpoint
 from sam4em.model.memory_attention import MemoryAttention
-from sam4em.predict.block_job import InferenceSettings, predict_block
-from sam4em.predict.stack_predictor import PredictSettings, StackPredictor
+from sam4em.predict.block_job import predict_block
+from sam4em.predict.settings import InferenceSettings, PredictSettings
+from sam4em.predict.stack_predictor import StackPredictor
 from sam4em.train.augment import AugmentSettings, augment
 from sam4em.train.run_stage import run_stage
 from sam4em.train.sampler import BalancedSampler

@@ -13,15 +13,17 @@ import io
 import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sam4em.io.atomic import write_bytes_atomic
 from sam4em.model.lora import lora_layers
 from sam4em.model.model_config import ModelConfig
-from sam4em.model.sam4em_model import SAM4EM, build_model
 from sam4em.model.sam_weights import CheckpointError, load_torch_file
+
+if TYPE_CHECKING:
+    from sam4em.model.sam4em_model import SAM4EM
 
 FORMAT = "sam4em-checkpoint/1"
 
@@ -124,6 +126,8 @@ def load_checkpoint(
                 f"{k}: checkpoint {mine[k]!r}, expected {want.get(k)!r}" for k in diff
             )
             raise CheckpointError(f"{path}: model config differs ({details})")
+    from sam4em.model.sam4em_model import build_model  # segment-anything: only to rebuild
+
     model = build_model(config)
     if model.base_identity != payload["base"]:
         raise CheckpointError(

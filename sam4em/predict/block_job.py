@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,33 +32,14 @@ from sam4em.io.zarr_store import LEVEL0, VOLUME
 from sam4em.model.checkpoint import load_checkpoint, uses_memory
 from sam4em.model.device import pick_device
 from sam4em.model.lora import merge_lora
-from sam4em.model.model_config import ModelConfig
 from sam4em.model.sam_weights import CheckpointError
 from sam4em.predict.pred_store import ensure_pred_store, mark_incomplete, store_identity
-from sam4em.predict.stack_predictor import PlaneWindow, PredictSettings, StackPredictor
+from sam4em.predict.settings import InferenceSettings, PredictSettings
+from sam4em.predict.stack_predictor import PlaneWindow, StackPredictor
 from sam4em.progress import progress
 from sam4em.tiling.resample import scaled_plane
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class InferenceSettings:
-    """What a block job reads: how the predictor runs, the model it expects (a
-    checkpoint of another model is an error) and the device."""
-
-    predict: PredictSettings
-    model: ModelConfig
-    device: str = "auto"  # auto, cpu or cuda
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> InferenceSettings:
-        """The block jobs' settings of a validated project config."""
-        return cls(
-            predict=PredictSettings.from_config(config),
-            model=ModelConfig.from_config(config),
-            device=config["inference"]["device"],
-        )
 
 
 def block_window(block: Block, shape: tuple[int, ...], plan: PlanSettings) -> PlaneWindow:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -23,34 +22,9 @@ from sam4em.model.device import autocast, to_device
 from sam4em.model.memory_bank import MemoryBank
 from sam4em.model.sam4em_model import SAM4EM
 from sam4em.predict.blending import blend_window
+from sam4em.predict.settings import PredictSettings
 from sam4em.tiling.lattice import Lattice
 from sam4em.tiling.resample import resample, scaled_plane
-from sam4em.tiling.settings import TilingSettings
-
-
-@dataclass(frozen=True)
-class PredictSettings:
-    """How slices are cut into model tiles and run."""
-
-    window: str = "bump"
-    max_batch: int = 16
-    memory: bool = True  # False: every slice alone (2D)
-    both_ways: bool = False  # average a pass down the stack with a pass up
-    scale: float = 1.0  # the model's pixel grid relative to the volume's (tiling.scale)
-    tta: bool = False  # average over the 8 flips/rotations of each tile
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> PredictSettings:
-        """The predictor settings of a validated project config (``inference``, and the
-        model's grid ``tiling.scale``)."""
-        inf = config["inference"]
-        return cls(
-            window=inf["window"],
-            max_batch=inf["max_batch"],
-            both_ways=inf["both_ways"],
-            scale=TilingSettings.from_config(config).scale,
-            tta=inf["tta"],
-        )
 
 
 @dataclass(frozen=True)
