@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,17 @@ def test_the_check_can_fail(tmp_path):
     good = tmp_path / "good.py"
     good.write_text("from sam4em.io.source import open_source\nfrom sam4em import errors\n")
     assert _uphill(good, "config") == []
+
+
+@pytest.mark.parametrize(
+    "module", ["sam4em.settings", "sam4em.config", "sam4em.data.importer", "sam4em.predict.stitch"]
+)
+def test_the_config_check_and_the_cpu_verbs_do_not_import_torch(module):
+    """What the workflow's parse and the CPU jobs import stays free of torch (and of
+    segment-anything, which brings torchvision): seconds of start-up per job."""
+    code = (
+        f"import sys, {module}; print(sorted({{'torch', 'segment_anything'}} & set(sys.modules)))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", f"{module} imports {r.stdout.strip()}"
