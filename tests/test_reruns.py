@@ -74,6 +74,10 @@ EDITS = {
         lambda c: c["train"]["stage2"].update(lr=1e-3),
         {"train_stage2": 1, "predict_block": 2, **AFTER_BLOCKS},
     ),
+    "train.stage2_min_gain": (  # the choice after stage 2: not stage 1
+        lambda c: c.setdefault("train", {}).update(stage2_min_gain=-1.0),
+        {"train_stage2": 1, "predict_block": 2, **AFTER_BLOCKS},
+    ),
     "inference.tta": (
         lambda c: c["inference"].update(tta=True),
         {"predict_block": 2, **AFTER_BLOCKS},

@@ -63,5 +63,6 @@ def run_stage(
         init_identity,
     )
     if stage == 2 and val is not None and len(val):
+        assert settings.min_gain is not None  # set for stage 2 by TrainSettings.from_config
         choose_stage(out, Path(init), val, settings.stage, model_config, settings.min_gain)
     return result

@@ -71,7 +71,9 @@ class TrainSettings:
 
     stage: StageSettings
     model: ModelConfig
-    min_gain: float = 0.005  # stage 2 is kept when it beats stage 1 on val by this much
+    # stage 2 only (None for stage 1, whose rule must not rerun when it changes): stage 2
+    # is kept when it beats the stage-1 weights on val by this much
+    min_gain: float | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any], stage: int) -> TrainSettings:
@@ -79,5 +81,5 @@ class TrainSettings:
         return cls(
             stage=StageSettings.from_config(config, stage),
             model=ModelConfig.from_config(config),
-            min_gain=config["train"]["stage2_min_gain"],
+            min_gain=config["train"]["stage2_min_gain"] if stage == 2 else None,
         )
