@@ -46,7 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from accuracy import Bench, base_config, run_sam4em  # noqa: E402
 from inference import bare_model_seconds, run_all_blocks  # noqa: E402
-from model_speed import train_steps_per_s  # noqa: E402
+from model_speed import sync, train_steps_per_s  # noqa: E402
 
 from sam4em.data.demo import write_crop  # noqa: E402
 from sam4em.data.importer import import_dataset  # noqa: E402
@@ -128,11 +128,6 @@ def _reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def environment(device: torch.device) -> dict[str, Any]:
     """Versions, the device and the host."""
     versions = {}
@@ -156,11 +151,11 @@ def environment(device: torch.device) -> dict[str, Any]:
 @torch.inference_mode()
 def _tiles_per_s(run: Callable[[], Any], n_tiles: int, repeats: int, device) -> float:
     run()  # warm-up (cuDNN picks its kernels here)
-    _sync(device)
+    sync(device.type)
     t0 = time.perf_counter()
     for _ in range(repeats):
         run()
-    _sync(device)
+    sync(device.type)
     return n_tiles * repeats / (time.perf_counter() - t0)
 
 

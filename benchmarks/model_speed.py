@@ -21,7 +21,8 @@ from sam4em.train.trainer import make_optimizer, optimise
 CASES = [("vit_tiny", 256), ("vit_tiny", 512), ("vit_b", 512)]
 
 
-def _sync(device: str) -> None:
+def sync(device: str) -> None:
+    """Wait for the device's queued work (CUDA), so a timer reads finished work."""
     if device == "cuda":
         torch.cuda.synchronize()
 
@@ -34,20 +35,20 @@ def time_model(preset: str, size: int, device: str, batch: int, repeats: int) ->
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda")
     with autocast:
         model(x)  # warm-up
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(repeats):
             model(x)
-        _sync(device)
+        sync(device)
         per_tile = (time.perf_counter() - t0) / (repeats * batch)
         bank = model.new_memory()
         for _ in range(model.config.memory.slots):  # fill the bank: the steady state
             model.step(x, bank)
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(repeats):
             model.step(x, bank)
-        _sync(device)
+        sync(device)
         per_slice_tile = (time.perf_counter() - t0) / (repeats * batch)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -80,11 +81,11 @@ def train_steps_per_s(
         torch.ones((s.batch_size, n_cls), dtype=torch.bool),
     )
     optimise(model, optimizer, batch, s, device, bf16)  # warm-up
-    _sync(device.type)
+    sync(device.type)
     t0 = time.perf_counter()
     for _ in range(repeats):
         optimise(model, optimizer, batch, s, device, bf16)
-    _sync(device.type)
+    sync(device.type)
     return repeats / (time.perf_counter() - t0)
 
 
