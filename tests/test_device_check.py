@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -20,19 +21,23 @@ SECTIONS = ("environment", "model", "inference", "training")
 @pytest.mark.slow
 def test_smoke_run_measures_every_section(tmp_path: Path, vnc: Path) -> None:
     out = tmp_path / "out"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(
         [sys.executable, "benchmarks/device_check.py", "--smoke", "--data", str(vnc),
          "--work", str(tmp_path / "work")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={"OUT": str(out)} | _env(),
+        cwd=ROOT, capture_output=True, text=True, timeout=900, env={"OUT": str(out)} | _env(),
     )  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(r.stdout)
     assert report == json.loads((out / "device_check.json").read_text())
     assert report["mode"] == "smoke" and report["errors"] == {}
     assert all(name in report for name in SECTIONS)
-    # 36 s alone on the 2-core machine; in `make test` the background SLURM run shares
-    # the CPU while this runs
-    assert report["total_seconds"] < 240
+    # under 3 minutes of this 2-core machine: 36 s of wall time alone. In `make test` the
+    # background SLURM run shares the CPU (wall time then reached 250 s and more), so the
+    # bound is on the run's own CPU time: 3 minutes of both cores
+    assert cpu_s < 2 * 180, cpu_s
     (case,) = report["model"].values()
     assert case["forward_2d_tiles_per_s"] > 0 and case["memory_step_tiles_per_s"] > 0
     assert case["stage1_lora_steps_per_s"] > 0
