@@ -132,8 +132,8 @@ class Bench:
         }
         self._tiles: dict[float, dict[str, str]] = {}
 
-    def config(self, scale: float) -> dict[str, Any]:
-        """The benchmark's base config at ``scale``."""
+    def config(self, scale: float | None) -> dict[str, Any]:
+        """The benchmark's base config at ``scale`` (None: the config's)."""
         return base_config(self.data, scale, self.overrides)
 
     def tiles(self, scale: float) -> dict[str, str]:

@@ -19,17 +19,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from sam4em.model.device import autocast, bf16_native
 from sam4em.predict.stack_predictor import dihedral, undo_dihedral
 from sam4em.tiling.resample import resample, scaled_plane
+from sam4em.train.feeder import BatchFeeder
 from sam4em.train.losses import bce_dice
-from sam4em.train.sampler import BalancedSampler
 from sam4em.train.schedule import lr_factor, run_progress
 from sam4em.train.settings import StageSettings
 from sam4em.train.tile_data import TileSet
 from sam4em.train.trainer import (
     THRESHOLD_LEVELS,
     choose_thresholds,
-    make_batch,
     val_dice_table,
 )
 
@@ -102,15 +102,19 @@ def train_unet(
     train: TileSet, val: TileSet, s: StageSettings, u: UNetSettings
 ) -> tuple[UNet, dict[str, Any]]:
     """Train within ``s.minutes`` (or ``s.steps``); returns the best-val model and info
-    (steps, seconds, val Dice at 0.5, thresholds chosen on val)."""
+    (steps, seconds, val Dice at 0.5, thresholds chosen on val). Steps run as SAM4EM's
+    do (:class:`~sam4em.train.trainer.StepPath`): channels-last, a fused AdamW, the next
+    batch prepared meanwhile, bf16 autocast where the CPU has it (``train.bf16``)."""
     torch.manual_seed(s.seed)
     model = UNet(classes=len(train.classes), width=u.width, in_channels=u.context + 1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=u.lr, weight_decay=s.weight_decay)
-    sampler = BalancedSampler(train.presence, train.classes, s.balance, s.seed)
-    rng = np.random.default_rng(s.seed + 1000)
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=u.lr, weight_decay=s.weight_decay, fused=True
+    )
     window_rng = np.random.default_rng(s.seed + 2000)
     predict = lambda x: [model(_inputs(x, u.context))]  # noqa: E731
     device = torch.device("cpu")
+    bf16 = s.bf16 if s.bf16 is not None else bf16_native(device)
 
     def val_score() -> float:
         table = val_dice_table(model, val, s, device, predict)
@@ -119,23 +123,26 @@ def train_unet(
     budget = s.minutes * 60 if s.minutes else None
     best, best_state, step, t0 = -1.0, None, 0, time.perf_counter()
     elapsed = 0.0
-    while step < s.steps and (budget is None or elapsed < budget):
-        done = run_progress(step, s.steps, s.warmup_steps, elapsed, budget)
-        for g in optimizer.param_groups:
-            g["lr"] = u.lr * lr_factor(step, s.warmup_steps, done)
-        images, labels, labelled = make_batch(train, sampler.draw(s.batch_size), s, rng)
-        images, labels = _windows(images, labels, u.context, window_rng)
-        loss = bce_dice(model(_inputs(images, u.context)), labels[:, -1], labelled)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-        optimizer.step()
-        step += 1
-        if step % s.val_every == 0:
-            score = val_score()
-            if score > best:
-                best, best_state = score, copy.deepcopy(model.state_dict())
-        elapsed = time.perf_counter() - t0
+    with BatchFeeder(data=train, s=s) as feeder:
+        while step < s.steps and (budget is None or elapsed < budget):
+            done = run_progress(step, s.steps, s.warmup_steps, elapsed, budget)
+            for g in optimizer.param_groups:
+                g["lr"] = u.lr * lr_factor(step, s.warmup_steps, done)
+            images, labels, labelled = feeder.next()
+            images, labels = _windows(images, labels, u.context, window_rng)
+            with autocast(device, bf16):
+                logits = model(_inputs(images, u.context))
+            loss = bce_dice(logits, labels[:, -1], labelled)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip, foreach=True)
+            optimizer.step()
+            step += 1
+            if step % s.val_every == 0:
+                score = val_score()
+                if score > best:
+                    best, best_state = score, copy.deepcopy(model.state_dict())
+            elapsed = time.perf_counter() - t0
     if best_state is None or val_score() > best:
         best, best_state = val_score(), copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)

@@ -22,6 +22,7 @@ from sam4em.predict.block_job import predict_block
 from sam4em.predict.settings import InferenceSettings, PredictSettings
 from sam4em.predict.stack_predictor import StackPredictor
 from sam4em.train.augment import AugmentSettings, augment
+from sam4em.train.feeder import BatchFeeder
 from sam4em.train.run_stage import run_stage
 from sam4em.train.sampler import BalancedSampler
 from sam4em.train.settings import TrainSettings
@@ -199,6 +200,34 @@ def test_sampler_state_round_trip():
     b = BalancedSampler(presence.astype(float), ["a", "b", "c"], {"c": 0.5}, seed=99)
     b.restore(state)
     np.testing.assert_array_equal(b.draw(40), expected)
+
+
+def test_batches_prepared_ahead_are_the_batches_drawn_in_turn_and_resume_exactly(vnc_tiles):
+    _, cfg, tiles = vnc_tiles
+    s = TrainSettings.from_config(load_config(cfg), 2).stage  # sequences: z reversal too
+    cached = TileSet([tiles["train"]], True)
+    read = TileSet([tiles["train"]], True, cache=False)
+    assert cached.cached and not read.cached
+    for i in (0, len(read) // 2, len(read) - 1):
+        for a, b in zip(cached[i], read[i], strict=True):
+            np.testing.assert_array_equal(a, b)
+    with BatchFeeder(data=read, s=s, ahead=False) as plain:
+        expected = [plain.next() for _ in range(6)]
+    with BatchFeeder(data=cached, s=s) as ahead:
+        got = [ahead.next() for _ in range(3)]
+        state = ahead.state()  # taken while batch 4 is being prepared
+        got += [ahead.next() for _ in range(3)]
+    with BatchFeeder(data=cached, s=s) as resumed:
+        resumed.next()  # a batch drawn from the fresh state, then dropped by restore
+        resumed.restore(state)
+        again = [resumed.next() for _ in range(3)]
+    for want, have in zip(expected, got, strict=True):
+        for a, b in zip(want, have, strict=True):
+            assert torch.equal(a, b)
+    for want, have in zip(expected[3:], again, strict=True):
+        for a, b in zip(want, have, strict=True):
+            assert torch.equal(a, b)
+    assert not torch.equal(expected[0][0], expected[1][0])  # the batches do differ
 
 
 @pytest.mark.slow  # real training runs

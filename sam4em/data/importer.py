@@ -27,11 +27,13 @@ import zarr
 
 from sam4em import __version__
 from sam4em.data.settings import ImportSettings
+from sam4em.data.z_index import check_z_index, describe_gaps, gaps, numbers_from_names
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import atomic_directory, check_output_target
 from sam4em.io.intensity import to_uint8, volume_range
 from sam4em.io.labels import ClassMaskSource, open_label_sources
 from sam4em.io.pyramid import write_pyramid
+from sam4em.io.slice_folder import SliceFolderSource
 from sam4em.io.source import VolumeSource, absolute_spec, open_source, source_path
 from sam4em.io.zarr_store import (
     LEVEL0,
@@ -74,6 +76,33 @@ def _check_inputs(raw: VolumeSource, labels: list[ClassMaskSource], s: ImportSet
                 f"{s.key}.split.{part}: slices {first}-{last} are outside the volume "
                 f"({nz} slices, 0-{nz - 1})"
             )
+
+
+def resolve_z_index(settings: ImportSettings, raw: VolumeSource) -> list[int]:
+    """Each slice's section number (see :mod:`sam4em.data.z_index`): as configured, or
+    with ``auto`` the numbers in the raw slice folder's file names when they show gaps
+    (reported in the log), else consecutive."""
+    n, key = raw.shape[0], f"{settings.key}.z_index"
+    if settings.z_index == "consecutive":
+        return list(range(n))
+    if settings.z_index == "auto":
+        names = [p.name for p in raw.files] if isinstance(raw, SliceFolderSource) else []
+        numbers = numbers_from_names(names) if names else None
+        if numbers is None or not gaps(numbers):
+            return list(range(n))
+        log.warning(
+            "%s: the raw file names number the slices %s ... %s with %s; the memory, the "
+            "z-sequences and the consistency metric respect them (set %s: consecutive if "
+            "the numbers are not section numbers)",
+            settings.key, numbers[0], numbers[-1], describe_gaps(numbers), key,
+        )  # fmt: skip
+        return numbers
+    try:
+        values = check_z_index(list(settings.z_index), n, key)
+    except ValueError as exc:
+        raise InputDataError(str(exc)) from None
+    log.info("%s: %s", key, describe_gaps(values))
+    return values
 
 
 def input_paths(settings: ImportSettings) -> list[Path]:
@@ -120,7 +149,8 @@ def import_dataset(settings: ImportSettings, out: str | os.PathLike[str]) -> Pat
                 lo, hi = volume_range(raw)
             except InputDataError as exc:
                 raise InputDataError(f"{key}.raw: {exc}") from None
-        return _write_volume(settings, raw, labels, (lo, hi), Path(out))
+        z_index = resolve_z_index(settings, raw)
+        return _write_volume(settings, raw, labels, (lo, hi), z_index, Path(out))
 
 
 def _check_label_values(labels: list[ClassMaskSource], seen: dict[int, set[int]]) -> None:
@@ -143,6 +173,7 @@ def _write_volume(
     raw: VolumeSource,
     labels: list[ClassMaskSource],
     raw_range: tuple[float, float],
+    z_index: list[int],
     out: Path,
 ) -> Path:
     chunks, name, classes = list(settings.chunks), settings.name, list(settings.classes)
@@ -155,6 +186,8 @@ def _write_volume(
         "labelled_classes": [lab.cls for lab in labels],
         "voxel_size_nm": list(settings.voxel_size),
         "split": {part: list(rng) for part, rng in settings.split.items()},
+        "z_index": z_index,
+        "z_gaps": describe_gaps(z_index),
         "raw_source": absolute_spec(settings.raw),
         "raw_dtype": str(raw.dtype),
         "raw_range": list(raw_range),

@@ -20,6 +20,8 @@ class ImportSettings:
     raw_range: tuple[float, float] | None  # intensities mapped onto 0..255
     classes: tuple[str, ...]  # the project's classes, in config order
     chunks: tuple[int, int, int]  # storage.chunks of the written arrays
+    # "auto", "consecutive" or each slice's section number (sam4em.data.z_index)
+    z_index: str | tuple[int, ...] = "auto"
 
     @property
     def key(self) -> str:
@@ -42,4 +44,5 @@ class ImportSettings:
             raw_range=None if not rr else (float(rr[0]), float(rr[1])),
             classes=tuple(config["classes"]),
             chunks=(int(c[0]), int(c[1]), int(c[2])),
+            z_index=zi if isinstance(zi := ds.get("z_index", "auto"), str) else tuple(zi),
         )

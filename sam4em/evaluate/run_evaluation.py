@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from sam4em.data.z_index import breaks_in, volume_z_index
 from sam4em.errors import InputDataError
 from sam4em.evaluate.instance_metrics import contingency, detection, f1, match, splits_and_merges
 from sam4em.evaluate.settings import EvaluationSettings
@@ -29,8 +30,10 @@ def class_metrics(
     pred_ids: np.ndarray,
     connectivity: int,
     tolerance: int,
+    breaks: frozenset[int] = frozenset(),
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """Voxel, instance, detection and consistency metrics of one class, and the pairs."""
+    """Voxel, instance, detection and consistency metrics of one class, and the pairs;
+    ``breaks``: the slices that follow a gap in z (no consistency across them)."""
     true_ids = cc3d.connected_components(truth_mask.astype(np.uint8), connectivity=connectivity)
     table = contingency(pred_ids, true_ids)
     n_pred = len(np.unique(pred_ids[pred_ids > 0]))
@@ -45,8 +48,8 @@ def class_metrics(
         "splits": splits,
         "merges": merges,
         **detection(pred_ids, true_ids, tolerance),
-        "consistency_predicted": slice_consistency(pred_mask),
-        "consistency_true": slice_consistency(truth_mask),
+        "consistency_predicted": slice_consistency(pred_mask, breaks),
+        "consistency_true": slice_consistency(truth_mask, breaks),
     }
     matched = match(table, 0.5)
     keys = set(zip(matched["pred_id"], matched["true_id"], strict=True))
@@ -80,6 +83,8 @@ def evaluate_dataset(
     z = settings.test
     vol, probs, inst = VOLUME.open(volume), PREDICTION.open(pred), INSTANCES.open(instances)
     labelled = vol.attrs["sam4em"]["labelled_classes"]
+    z_index = volume_z_index(vol.attrs["sam4em"], vol["raw"].shape[0])
+    breaks = breaks_in(z_index, z.start, z.stop)
     rows, per_slice, pairs = [], [], []
     for cls in settings.classes:
         if cls not in labelled:
@@ -87,7 +92,9 @@ def evaluate_dataset(
         truth, mask = truth_and_mask(settings, vol, probs, cls)
         ids = np.asarray(class_array(inst, instances, cls)[z.start : z.stop])
         connectivity = settings.components[cls].connectivity
-        metrics, table = class_metrics(mask, truth, ids, connectivity, settings.detection_tolerance)
+        metrics, table = class_metrics(
+            mask, truth, ids, connectivity, settings.detection_tolerance, breaks
+        )
         rows += [{"class": cls, "metric": k, "value": v} for k, v in metrics.items()]
         for k in range(len(truth)):
             per_slice.append({"class": cls, "z": z.start + k, **voxel_scores(mask[k], truth[k])})

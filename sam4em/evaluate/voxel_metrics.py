@@ -33,10 +33,10 @@ def voxel_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return scores(*overlap_counts(pred, truth))
 
 
-def slice_consistency(mask: np.ndarray) -> float:
-    """Mean Dice between consecutive slices of a (Z, Y, X) mask (1.0 for one slice)."""
-    if mask.shape[0] < 2:
+def slice_consistency(mask: np.ndarray, breaks: frozenset[int] = frozenset()) -> float:
+    """Mean Dice between neighbouring slices of a (Z, Y, X) mask: pairs ``(z - 1, z)``
+    for ``z`` not in ``breaks`` (slices that follow a gap in z); 1.0 with no pair."""
+    pairs = [z for z in range(1, len(mask)) if z not in breaks]
+    if not pairs:
         return 1.0
-    return float(
-        np.mean([voxel_scores(mask[z + 1], mask[z])["dice"] for z in range(len(mask) - 1)])
-    )
+    return float(np.mean([voxel_scores(mask[z], mask[z - 1])["dice"] for z in pairs]))

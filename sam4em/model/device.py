@@ -30,6 +30,15 @@ def autocast(device: torch.device, bf16: bool | None = None) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively: a CUDA GPU that supports it, or a
+    CPU with bf16 instructions (AVX512-BF16 or AMX, as oneDNN reports); elsewhere bf16
+    is emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``tensor`` on ``device``; a CPU tensor bound for CUDA goes through pinned memory
     with a non-blocking copy (CUDA orders it before any kernel that reads it)."""

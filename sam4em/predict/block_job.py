@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from sam4em.blocks.plan import Block, Box, PlanSettings, read_plan
+from sam4em.data.z_index import breaks_in, run_of, volume_z_index
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.prefetch import PrefetchedStack
@@ -197,8 +198,14 @@ def predict_block(
                               meta["voxel_size_nm"], geometry.block_shape)  # fmt: skip
     cz0, cz1 = block.core.start[0], block.core.stop[0]
     (_, ry0, rx0), (_, ry1, rx1) = block.read.start, block.read.stop
-    z0 = block.warmup[0]
-    z1 = min(raw.shape[0], cz1 + (cz0 - z0)) if settings.both_ways else cz1
+    # warm-up (and, both ways, the slices after the core) only from the core's own runs:
+    # the memory is cleared across a gap in z, so slices beyond one would be wasted
+    z_index = volume_z_index(meta, raw.shape[0])
+    z0 = max(block.warmup[0], run_of(z_index, cz0).start)
+    z1 = cz1
+    if settings.both_ways:
+        z1 = min(run_of(z_index, cz1 - 1).stop, cz1 + (cz0 - block.warmup[0]))
+    breaks = breaks_in(z_index, z0, z1)
     window = block_window(block, raw.shape, geometry)
     mark_incomplete(store)
     thresholds = payload["extra"].get("thresholds")
@@ -212,11 +219,11 @@ def predict_block(
     bar = progress(total=total, desc=f"block {block_id}", unit="slice")
     with reader as stack, writer, bar:
         if settings.both_ways:
-            probs = predictor.predict(stack, window, lambda: bar.update(1))
+            probs = predictor.predict(stack, window, lambda: bar.update(1), breaks)
             for z in range(cz0, cz1):
                 writer.add(z, probs[:, z - z0])
         else:
-            for k, p in predictor.run_window(stack, range(len(stack)), window):
+            for k, p in predictor.run_window(stack, range(len(stack)), window, breaks):
                 if z0 + k >= cz0:
                     writer.add(z0 + k, p)
                 bar.update(1)
@@ -230,6 +237,7 @@ def predict_block(
         "device": str(predictor.device),
         "model_stage": payload["extra"].get("stage"),
         "memory": settings.memory,
+        "z_breaks": sorted(z0 + k for k in breaks),
         "model_choice": payload["extra"].get("choice"),
         "seconds": round(seconds, 3),
         "checkpoint": str(checkpoint),

@@ -106,20 +106,25 @@ class StackPredictor:
         return torch.stack(undone).mean(0)
 
     def run_window(
-        self, stack: Sequence[np.ndarray], order: Iterable[int], window: PlaneWindow
+        self,
+        stack: Sequence[np.ndarray],
+        order: Iterable[int],
+        window: PlaneWindow,
+        breaks: frozenset[int] = frozenset(),
     ) -> Iterator[tuple[int, np.ndarray]]:
         """:meth:`run_pass` on the model grid: each slice ``stack[k]`` (read from
         ``window.read_origin`` of the volume plane; any sequence of 2D slices, fetched
         when its turn comes) is resampled onto ``window.model_box``, the window's tiles
         run there, and each slice's probabilities come back resampled onto
-        ``window.core_box`` of the volume plane."""
+        ``window.core_box`` of the volume plane. ``breaks``: as in :meth:`run_pass`."""
         model_plane, (my0, my1, mx0, mx1) = window.model_plane, window.model_box
         scaled = (
             (k, resample(stack[k], window.plane, model_plane, window.read_origin,
                          window.model_box, grey=True))
             for k in order
         )  # fmt: skip
-        for k, probs in self.run_pass(scaled, (my1 - my0, mx1 - mx0), list(window.origins)):
+        tiles = list(window.origins)
+        for k, probs in self.run_pass(scaled, (my1 - my0, mx1 - mx0), tiles, breaks):
             yield k, resample(probs, model_plane, window.plane, (my0, mx0), window.core_box)
 
     @torch.inference_mode()
@@ -128,10 +133,13 @@ class StackPredictor:
         slices: Iterable[tuple[int, np.ndarray]],
         plane: tuple[int, int],
         origins: list[tuple[int, int]],
+        breaks: frozenset[int] = frozenset(),
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(k, probabilities (C, Y, X))`` for the ``(k, slice)`` pairs of
         ``slices`` (each ``plane`` in size), each conditioned on the memory of the slices
-        before it."""
+        before it in the pass. ``breaks``: the ``k`` that follow a gap in z (slices
+        ``k - 1`` and ``k`` are not neighbours); the memory is cleared across each, in
+        either direction, as it is for a pass that skips a slice."""
         height, width = plane
         s = self.size
         chunks = [
@@ -143,8 +151,11 @@ class StackPredictor:
             width, s
         ):
             raise ValueError(f"tiles at {origins} leave the slice plane {plane}")
-        banks = [self.model.new_memory() for _ in chunks]
+        banks, previous = [self.model.new_memory() for _ in chunks], None
         for k, plane_image in slices:
+            if previous is not None and (abs(k - previous) != 1 or max(k, previous) in breaks):
+                banks = [self.model.new_memory() for _ in chunks]
+            previous = k
             image = to_device(torch.from_numpy(_pad(plane_image, s)), self.device)
             acc = torch.zeros((self.n_classes, *image.shape), device=self.device)
             norm = torch.zeros(image.shape, device=self.device)
@@ -162,6 +173,7 @@ class StackPredictor:
         stack: Sequence[np.ndarray],
         window: PlaneWindow | None = None,
         on_slice: Callable[[], None] | None = None,
+        breaks: frozenset[int] = frozenset(),
     ) -> np.ndarray:
         """(C, Z, y, x) float32 probabilities for a (Z, Y, X) stack, memory in z order.
 
@@ -169,7 +181,8 @@ class StackPredictor:
         to return (default: the stack is the whole volume, covered by tiles overlapping
         by a quarter, at ``settings.scale``); pixels no tile covers stay 0. With
         ``both_ways`` the stack is also run from the last slice to the first and the
-        passes averaged. ``on_slice`` is called after every slice (progress).
+        passes averaged. ``on_slice`` is called after every slice (progress). ``breaks``:
+        the slices that follow a gap in z (:meth:`run_pass`).
         """
         z = len(stack)
         if not z or np.ndim(stack[0]) != 2:
@@ -181,7 +194,7 @@ class StackPredictor:
         out = np.zeros((self.n_classes, z, cy1 - cy0, cx1 - cx0), dtype=np.float32)
         orders = [range(z)] + ([range(z - 1, -1, -1)] if self.settings.both_ways else [])
         for order in orders:
-            for k, probs in self.run_window(stack, order, window):
+            for k, probs in self.run_window(stack, order, window, breaks):
                 out[:, k] += probs / len(orders)
                 if on_slice is not None:
                     on_slice()

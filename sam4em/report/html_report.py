@@ -87,6 +87,12 @@ def _stage_choice(summary: dict) -> str:
         return ""
     stage = choice["model_stage"]
     ran = "stage 2 weights, 3D memory on" if stage == 2 else "stage 1 weights, memory off"
+    if choice.get("skipped"):
+        return (
+            f'<p id="model-choice">Predictions come from the {ran}, in 2D: stage 2 was '
+            f"skipped because {html.escape(choice['reason'])} (the z gaps above; "
+            "<code>datasets.NAME.z_index</code> in config/README.md).</p>"
+        )
     return (
         f'<p id="model-choice">Predictions come from the {ran}: on the same val slices, '
         f"stage 2 with its memory scored mean Dice {choice['stage2_val_dice']:.3f} and the "
@@ -133,10 +139,12 @@ def build_report(
         if (m := _training_minutes(res / "models" / f"stage{s}_history.csv")) is not None
     ] + [f"inference (all blocks): {summary['block_seconds'] / 60:.1f} min"]
     voxel = vol.attrs["sam4em"]["voxel_size_nm"]
+    z_gaps = vol.attrs["sam4em"].get("z_gaps", "no gaps in z")
     sections.append(
         "<h2>Run</h2><p>"
         f"Volume {' × '.join(map(str, summary['shape']))} voxels (z, y, x) of "
-        f"{' × '.join(f'{v:g}' for v in voxel)} nm; evaluated on the held-out test slices "
+        f"{' × '.join(f'{v:g}' for v in voxel)} nm, "
+        f'<span id="z-gaps">{html.escape(z_gaps)}</span>; evaluated on the held-out test slices '
         f"{z.start}–{z.stop - 1}, which training never saw. "
         + "; ".join(times)
         + ".</p>"

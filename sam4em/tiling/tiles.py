@@ -7,13 +7,16 @@
     presence   (N, C) float32           fraction of the tile's pixels in each class
     origin     (N, 3) int32             z (volume slice), y, x (after scaling) of the tile
     scored     (N,) uint8               1: a tile of the split; 0: a raw-only context tile
-    sequences  (M, T) int32             indices into images: T consecutive slices, same y, x
+    sequences  (M, T) int32             indices into images: T neighbouring slices, same y, x
 
 The val split also stores, as context, the T - 1 raw slices before each of its slices
 (their labels are never read, their label tiles stay 0), and its sequences are the
 windows that end at a val slice: stage-2 validation then warms the memory up exactly as
 inference does, and scores only each window's last slice. Other splits have no context
-and every window of T slices inside the split.
+and every window of T slices inside the split. Windows never span a gap in z
+(:mod:`sam4em.data.z_index`): val context comes only from the first val slice's own
+run, T is clamped to the longest run of neighbouring slices, and a split without two
+neighbouring slices has no sequences (stage 2 is then skipped).
 
 Attributes record the split, slices, tile size, stride, scale, classes, which classes
 are labelled, the context slices and the sequence length T (clamped to the slices
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sam4em.data.z_index import breaks_in, gaps, run_of, volume_z_index
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import atomic_directory, check_output_target
 from sam4em.io.zarr_store import TILES, VOLUME, create_array, open_group, truth_array
@@ -83,10 +87,18 @@ def write_tiles(
     ys, xs = lattice.starts(scaled_yx[0]), lattice.starts(scaled_yx[1])
     per_slice = len(ys) * len(xs)
     wanted = tiling.sequence_length
-    first = max(0, slices.start - (wanted - 1)) if split == "val" else slices.start
+    z_index = volume_z_index(meta, nz)
+    # val context: the slices before the split in its first slice's run (none across a gap)
+    first = slices.start
+    if split == "val":
+        first = max(run_of(z_index, slices.start).start, slices.start - (wanted - 1))
     context = slices.start - first
-    seq_len = min(wanted, len(slices) + context)
-    n = (len(slices) + context) * per_slice
+    z_all = range(first, slices.stop)
+    after_gap = set(gaps(z_index))
+    run_id = np.cumsum([k in after_gap for k in z_all])  # run of each stored slice
+    longest = max(int(np.sum(run_id == r)) for r in np.unique(run_id))
+    seq_len = min(wanted, longest)
+    n = len(z_all) * per_slice
     n_classes = len(classes)
 
     with atomic_directory(out, TILES) as tmp:
@@ -97,7 +109,6 @@ def write_tiles(
         )
         presence = np.zeros((n, n_classes), np.float32)
         origin = np.zeros((n, 3), np.int32)
-        z_all = range(first, slices.stop)
         for si, z in enumerate(progress(z_all, desc=f"tile {split}", unit="slice", leave=False)):
             img = _pad_to(rescale_slice(np.asarray(raw[z]), scale, False), size)
             lab = np.zeros((n_classes, *img.shape), np.uint8)
@@ -116,8 +127,13 @@ def write_tiles(
         grp.create_array("origin", data=origin, chunks=origin.shape)
         scored = np.repeat((np.arange(len(z_all)) >= context).astype(np.uint8), per_slice)
         grp.create_array("scored", data=scored, chunks=scored.shape)
-        # windows of seq_len slices; with context, those that end at a slice of the split
-        starts = range(max(0, context - seq_len + 1), len(z_all) - seq_len + 1)
+        # windows of seq_len neighbouring slices (no gap inside); with context, those that
+        # end at a slice of the split; none when no two slices are neighbours
+        starts = [
+            s0
+            for s0 in range(max(0, context - seq_len + 1), len(z_all) - seq_len + 1)
+            if run_id[s0] == run_id[s0 + seq_len - 1] and seq_len > 1
+        ]
         seqs = np.array(
             [
                 [(s0 + t) * per_slice + p for t in range(seq_len)]
@@ -138,6 +154,7 @@ def write_tiles(
             "classes": classes,
             "labelled_classes": labelled,
             "sequence_length": seq_len,
+            "z_gaps": len(breaks_in(z_index, first, slices.stop)),
             "tiles_per_slice": per_slice,
             "class_tile_fraction": {
                 c: float((presence[:, i] > 0).mean()) for i, c in enumerate(classes)

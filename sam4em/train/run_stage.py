@@ -9,7 +9,7 @@ from sam4em.errors import Sam4emError
 from sam4em.model.checkpoint import load_checkpoint
 from sam4em.model.sam4em_model import build_model
 from sam4em.train.settings import TrainSettings
-from sam4em.train.stage_choice import choose_stage
+from sam4em.train.stage_choice import choose_stage, skip_stage2
 from sam4em.train.tile_data import TileSet, tile_store_paths
 from sam4em.train.trainer import TrainResult, train_stage
 
@@ -43,6 +43,12 @@ def run_stage(
     else:
         if not init:
             raise Sam4emError("stage 2 needs --init, the stage-1 checkpoint")
+        if len(train) == 0 or (val is not None and len(val) == 0):
+            empty = "train" if len(train) == 0 else "val"
+            reason = (f"the {empty} slices have no neighbours in z (gaps between all of "
+                      "them), so there are no z-sequences for the memory")  # fmt: skip
+            skip_stage2(out, Path(init), reason)
+            return TrainResult(0, 0, float("nan"), 0.0)
         model, payload = load_checkpoint(
             init, base_checkpoint=model_config.checkpoint, expect=model_config
         )

@@ -30,6 +30,7 @@ class StageSettings:
     balance: dict[str, float]
     augment: AugmentSettings
     seed: int
+    bf16: bool | None = None  # training steps in bf16 autocast; None: where native
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form."""
@@ -62,6 +63,7 @@ class StageSettings:
             balance=dict(balance),
             augment=AugmentSettings(**train["augment"]),
             seed=train["seed"] + stage,
+            bf16=None if train["bf16"] == "auto" else bool(train["bf16"]),
         )
 
 

@@ -1,7 +1,9 @@
 """Stage 2 never makes the model worse: after stage 2, its best weights (memory on) and
 the stage-1 weights (memory off, slice by slice) are scored on the same val examples, and
 the stage-2 checkpoint keeps stage 2 only when it beats stage 1 by ``min_gain``; otherwise
-it holds the stage-1 weights with the memory off, and says why."""
+it holds the stage-1 weights with the memory off, and says why. A dataset whose slices
+have no neighbours in z has no z-sequences: stage 2 is skipped the same way
+(:func:`skip_stage2`), and the model runs in 2D."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sam4em.io.atomic import write_bytes_atomic
 from sam4em.model.checkpoint import (
     load_checkpoint,
     read_checkpoint,
@@ -22,6 +25,7 @@ from sam4em.model.checkpoint import (
 from sam4em.model.device import pick_device
 from sam4em.model.model_config import ModelConfig
 from sam4em.model.sam4em_model import SAM4EM
+from sam4em.train.history import write_curves, write_history
 from sam4em.train.settings import StageSettings
 from sam4em.train.tile_data import TileSet
 from sam4em.train.trainer import THRESHOLD_LEVELS, choose_thresholds, val_dice_table
@@ -82,4 +86,16 @@ def choose_stage(
             "val_dice_at_thresholds": best1,
         }
         save_checkpoint(first, stage2, extra=extra)
+    return choice
+
+
+def skip_stage2(stage2: Path, stage1: Path, reason: str) -> dict[str, Any]:
+    """Write ``stage2`` (and its history and curves, empty) as the stage-1 weights with
+    the memory off, without training: there is nothing for stage 2 to learn from."""
+    choice = {"model_stage": 1, "skipped": True, "reason": reason}
+    log.warning("stage 2 skipped: %s; predicting in 2D with stage 1", reason)
+    write_bytes_atomic(stage2, stage1.read_bytes())
+    update_extra(stage2, {"memory": False, "choice": choice})
+    write_history([], stage2.with_name(f"{stage2.stem}_history.csv"))
+    write_curves([], stage2.with_name(f"{stage2.stem}_curves.png"), f"stage 2 skipped: {reason}")
     return choice

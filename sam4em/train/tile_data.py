@@ -14,6 +14,8 @@ import zarr
 
 from sam4em.errors import InputDataError
 
+CACHE_BYTES = 2**30  # tile stores up to this size (all stores of a set) are read once
+
 
 class TileSet:
     """Examples from one or more tile stores: single tiles (T=1) or z-sequences (T>1).
@@ -23,7 +25,12 @@ class TileSet:
     raw-only context slices (see :mod:`sam4em.tiling.tiles`), so val scores the last slice.
     """
 
-    def __init__(self, stores: list[str | os.PathLike[str]], sequences: bool) -> None:
+    def __init__(
+        self, stores: list[str | os.PathLike[str]], sequences: bool, cache: bool = True
+    ) -> None:
+        """``cache``: hold the stores' tiles in memory when they fit :data:`CACHE_BYTES`
+        (training draws each tile many times; reading it from zarr each time costs more
+        than a step's augmentation)."""
         if not stores:
             raise InputDataError("no tile store given")
         self.groups = []
@@ -61,16 +68,20 @@ class TileSet:
         if len(scales) > 1:
             raise InputDataError(f"tile stores of different tiling.scale {sorted(scales)}")
         self.scale: float = scales.pop()
+        arrays = [(group["images"], group["labels"]) for group, _, _ in self.groups]
+        size = sum(a.nbytes + b.nbytes for a, b in arrays)
+        self.cached = cache and size <= CACHE_BYTES
+        self.arrays = [(np.asarray(a), np.asarray(b)) for a, b in arrays] if self.cached else arrays
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         store, rows = self.index[i]
-        group, labelled, _ = self.groups[store]
-        images = np.stack([np.asarray(group["images"][r]) for r in rows])
-        labels = np.stack([np.asarray(group["labels"][r]) for r in rows])
-        return images, labels, labelled
+        tiles, masks = self.arrays[store]
+        images = np.stack([np.asarray(tiles[r]) for r in rows])
+        labels = np.stack([np.asarray(masks[r]) for r in rows])
+        return images, labels, self.groups[store][1]
 
 
 def tile_store_paths(paths: list[str]) -> list[Path]:

@@ -27,13 +27,12 @@ import torch
 
 from sam4em.io.atomic import write_bytes_atomic
 from sam4em.model.checkpoint import read_checkpoint, save_checkpoint, trainable_state
-from sam4em.model.device import autocast, pick_device, to_device
+from sam4em.model.device import autocast, bf16_native, pick_device, to_device
 from sam4em.model.sam4em_model import SAM4EM, SegmentationOutput
 from sam4em.progress import StepProgress
-from sam4em.train.augment import augment
+from sam4em.train.feeder import BatchFeeder, make_batch
 from sam4em.train.history import write_curves, write_history
 from sam4em.train.losses import bce_dice
-from sam4em.train.sampler import BalancedSampler
 from sam4em.train.schedule import lr_factor, run_progress
 from sam4em.train.settings import StageSettings
 from sam4em.train.tile_data import TileSet
@@ -76,27 +75,6 @@ def _param_groups(model: SAM4EM, s: StageSettings) -> list[dict[str, Any]]:
     return groups
 
 
-def make_batch(
-    data: TileSet, indices: np.ndarray, s: StageSettings, rng: np.random.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Examples ``indices`` as tensors (B, T, 1, S, S), (B, T, C, S, S), (B, C); augmented
-    when ``rng`` is given."""
-    images, labels, labelled = [], [], []
-    for i in indices:
-        im, lab, known = data[int(i)]
-        if rng is not None:
-            im, lab = augment(im, lab, s.augment, rng)
-        images.append(im.astype(np.float32))
-        labels.append(lab)
-        labelled.append(known)
-    # (B, T, 1, S, S), (B, T, C, S, S), (B, C)
-    return (
-        torch.from_numpy(np.stack(images))[:, :, None],
-        torch.from_numpy(np.stack(labels).astype(np.float32)),
-        torch.from_numpy(np.stack(labelled)),
-    )
-
-
 def _run(model: SAM4EM, images: torch.Tensor, stage: int) -> list[SegmentationOutput]:
     if stage == 1:
         return [model(images[:, 0])]
@@ -119,10 +97,28 @@ def _loss(
     return w1 * l1 + w2 * l2, float(l1.detach()), float(l2.detach())
 
 
-def make_optimizer(model: SAM4EM, s: StageSettings) -> torch.optim.AdamW:
+@dataclass(frozen=True)
+class StepPath:
+    """How the training step runs (what it computes is the same either way):
+    ``StepPath()`` is the fast path, ``StepPath.plain()`` the one before it, which
+    ``benchmarks/model_speed.py`` times beside it."""
+
+    channels_last: bool = True  # convolutions on NHWC weights and maps (oneDNN, cuDNN)
+    fused: bool = True  # a fused AdamW and a foreach gradient norm: no per-tensor loop
+    ahead: bool = True  # the next batch is drawn and augmented on a thread meanwhile
+
+    @classmethod
+    def plain(cls) -> StepPath:
+        """NCHW, a per-tensor AdamW loop, batches prepared between steps."""
+        return cls(channels_last=False, fused=False, ahead=False)
+
+
+def make_optimizer(model: SAM4EM, s: StageSettings, fused: bool = True) -> torch.optim.AdamW:
     """AdamW over what stage ``s.stage`` trains (the rest is frozen), one learning rate
-    per group: heads, memory (stage 2) and encoder."""
-    return torch.optim.AdamW(_param_groups(model, s), weight_decay=s.weight_decay)
+    per group: heads, memory (stage 2) and encoder; ``fused``: one kernel for all."""
+    return torch.optim.AdamW(
+        _param_groups(model, s), weight_decay=s.weight_decay, fused=fused or None
+    )
 
 
 def optimise(
@@ -134,8 +130,8 @@ def optimise(
     bf16: bool | None = None,
 ) -> tuple[float, float, float]:
     """One optimisation step on ``batch`` (images, labels, labelled as from
-    :func:`make_batch`), at the optimizer's current rates; (loss, stage-1 loss, stage-2
-    loss). ``bf16`` as in :func:`sam4em.model.device.autocast`."""
+    :func:`~sam4em.train.feeder.make_batch`), at the optimizer's current rates; (loss,
+    stage-1 loss, stage-2 loss). ``bf16`` as in :func:`sam4em.model.device.autocast`."""
     images, labels, labelled = (to_device(t, device) for t in batch)
     with autocast(device, bf16):
         outputs = _run(model, images, s.stage)
@@ -143,7 +139,8 @@ def optimise(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+    foreach = bool(optimizer.defaults.get("fused")) or None  # the fused path: one norm kernel
+    torch.nn.utils.clip_grad_norm_(params, s.grad_clip, foreach=foreach)
     optimizer.step()
     return loss.item(), l1, l2
 
@@ -261,14 +258,17 @@ class _StageRun:
         val: TileSet | None,
         work_dir: Path,
         init_identity: str,
+        path: StepPath,
     ) -> None:
         self.model, self.s, self.train, self.val = model, s, train, val
         self.device = pick_device()
+        self.bf16 = s.bf16 if s.bf16 is not None else bf16_native(self.device)
         work_dir.mkdir(parents=True, exist_ok=True)
         model.to(self.device).train()
-        self.optimizer = make_optimizer(model, s)
-        self.sampler = BalancedSampler(train.presence, train.classes, s.balance, s.seed)
-        self.aug_rng = np.random.default_rng(s.seed + 1000)
+        if path.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(model, s, fused=path.fused)
+        self.feeder = BatchFeeder(data=train, s=s, ahead=path.ahead)
         torch.manual_seed(s.seed)
         self.run_id = fingerprint(model, s, train, val, init_identity)
         self.step, self.elapsed = 0, 0.0
@@ -287,8 +287,7 @@ class _StageRun:
             return
         self.model.load_state_dict(state["model"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.sampler.restore(state["sampler"])
-        self.aug_rng.bit_generator.state = state["aug_rng"]
+        self.feeder.restore(state["batches"])
         torch.set_rng_state(state["torch_rng"])
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.history, self.best = state["history"], state["best"]
@@ -299,8 +298,8 @@ class _StageRun:
         _save_state(self.last_path, {
             "fingerprint": self.run_id, "step": self.step, "elapsed": self.elapsed,
             "history": self.history, "best": self.best, "model": trainable_state(self.model),
-            "optimizer": self.optimizer.state_dict(), "sampler": self.sampler.state(),
-            "aug_rng": self.aug_rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "optimizer": self.optimizer.state_dict(), "batches": self.feeder.state(),
+            "torch_rng": torch.get_rng_state(),
         })  # fmt: skip
 
     def train_step(self, budget_s: float | None) -> tuple[float, float, float]:
@@ -310,8 +309,7 @@ class _StageRun:
         factor = lr_factor(self.step, s.warmup_steps, done)
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
-        batch = make_batch(self.train, self.sampler.draw(s.batch_size), s, self.aug_rng)
-        losses = optimise(self.model, self.optimizer, batch, s, device)
+        losses = optimise(self.model, self.optimizer, self.feeder.next(), s, device, self.bf16)
         self.step += 1
         return losses
 
@@ -374,12 +372,19 @@ def train_stage(
     out: Path,
     work_dir: Path,
     init_identity: str = "",
+    path: StepPath | None = None,
 ) -> TrainResult:
     """Train ``model`` for one stage; writes ``out`` (best), history CSV and curves PNG.
 
     The budget is ``s.steps`` and, when set, ``s.minutes`` of wall-clock time (validation
-    included): the run ends at whichever comes first, and the schedule follows it."""
-    run = _StageRun(model, s, train, val, work_dir, init_identity)
+    included): the run ends at whichever comes first, and the schedule follows it.
+    ``path``: how steps run (default: :class:`StepPath`'s fast path)."""
+    run = _StageRun(model, s, train, val, work_dir, init_identity, path or StepPath())
+    with run.feeder:
+        return _train(run, s, out)
+
+
+def _train(run: _StageRun, s: StageSettings, out: Path) -> TrainResult:
     run.restore()
     budget_s = s.minutes * 60 if s.minutes else None
     window: list[tuple[float, float, float]] = []
