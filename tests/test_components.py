@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from sam4em.postprocess.block_components import blockwise_components
 from sam4em.postprocess.cleanup import Cleanup, cleaned_reader
+from sam4em.postprocess.instances import with_physical_units
 from sam4em.postprocess.neighbours import half_offsets
+from sam4em.postprocess.object_measures import MEASURES, binary_entropy
 from sam4em.postprocess.settings import ComponentSettings
 
 
@@ -92,6 +94,73 @@ def test_filters_and_object_table():
     row = table.iloc[0]
     assert (row.bbox_z0, row.bbox_z1, row.bbox_y0, row.bbox_y1) == (0, 4, 1, 3)
     assert row.centroid_z == pytest.approx(1.5) and row.centroid_x == pytest.approx(1.5)
+
+
+def _whole_volume_measures(ids: np.ndarray, p: np.ndarray) -> dict[int, dict[str, float]]:
+    """The sums of MEASURES per object, computed on the whole volume object by object."""
+    mask = np.pad(ids > 0, 1)
+    out = {}
+    for i in range(1, int(ids.max()) + 1):
+        sel = ids == i
+        row = {"probability": p[sel].sum(), "entropy": binary_entropy(p[sel]).sum()}
+        for axis, name in enumerate("zyx"):
+            faces = 0
+            for shift in (-1, 1):
+                moved = np.roll(mask, shift, axis=axis)[1:-1, 1:-1, 1:-1]
+                faces += int((sel & ~moved).sum())
+            row[f"faces_{name}"] = faces
+        z, y, x = np.nonzero(sel)
+        for name, (a, b) in zip(MEASURES[5:], ((z, z), (y, y), (x, x), (z, y), (z, x), (y, x)),
+                                strict=True):  # fmt: skip
+            row[name] = float((a.astype(float) * b).sum())
+        out[i] = row
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(cases())
+def test_blockwise_object_measures_equal_the_whole_volume(case):
+    mask, block, connectivity = case
+    p = np.random.default_rng(mask.size).random(mask.shape)
+    scratch, out = np.zeros(mask.shape, np.uint64), np.zeros(mask.shape, np.uint32)
+    table = blockwise_components(
+        lambda box: mask[box.slices()], mask.shape, block, connectivity, scratch, out,
+        read_probability=lambda box: p[box.slices()],
+    )  # fmt: skip
+    whole = _whole_volume_measures(out, p)
+    assert len(whole) == len(table)
+    for row in table.itertuples():
+        for name in MEASURES:
+            assert getattr(row, name) == pytest.approx(whole[row.id][name], rel=1e-9), name
+
+
+def test_object_columns_of_known_shapes():
+    ids = np.zeros((6, 20, 20), np.uint32)
+    ids[1:5, 2:4, 2:12] = 1  # a 4 x 2 x 10 bar inside the volume
+    ids[0, 15, 15] = 2  # one voxel on the volume's first slice
+    p = np.full(ids.shape, 0.5)
+    p[1:5, 2:4, 2:12] = 0.9
+    scratch, out = np.zeros(ids.shape, np.uint64), np.zeros(ids.shape, np.uint32)
+    merged = blockwise_components(
+        lambda box: ids[box.slices()] > 0, ids.shape, (3, 8, 8), 26, scratch, out,
+        read_probability=lambda box: p[box.slices()],
+    )  # fmt: skip
+    table = with_physical_units(merged, [40.0, 5.0, 5.0], ids.shape)
+    assert not set(MEASURES) & set(table.columns)
+    bar, dot = table.iloc[0], table.iloc[1]
+    assert bar.confidence == pytest.approx(0.9) and dot.confidence == pytest.approx(0.5)
+    assert dot.uncertainty == pytest.approx(1.0)  # p = 0.5: one bit
+    assert bar.uncertainty == pytest.approx(float(binary_entropy(np.array(0.9))))
+    # faces: z 2 x (2 x 10) of 5 x 5 nm, y 2 x (4 x 10) of 40 x 5, x 2 x (4 x 2) of 40 x 5
+    assert bar.surface_nm2 == pytest.approx(40 * 25 + 80 * 200 + 16 * 200)
+    assert dot.surface_nm2 == pytest.approx(2 * 25 + 4 * 200)
+    assert bar.z_extent_nm == 160 and dot.z_extent_nm == 40
+    # the bar's voxel centres spread along x (10 voxels of 5 nm) and z (4 of 40 nm)
+    var = sorted([(10**2 - 1) / 12 * 25 + 25 / 12, (2**2 - 1) / 12 * 25 + 25 / 12,
+                  (4**2 - 1) / 12 * 1600 + 1600 / 12])  # fmt: skip
+    assert bar.elongation == pytest.approx(np.sqrt(var[2] / var[0]))
+    assert 0 < bar.sphericity < dot.sphericity <= 1
+    assert not bar.truncated and dot.truncated
 
 
 @settings(max_examples=120, deadline=None)

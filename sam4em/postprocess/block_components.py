@@ -30,6 +30,7 @@ import pandas as pd
 
 from sam4em.blocks.plan import Box, core_boxes
 from sam4em.postprocess.neighbours import half_offsets, touching_pairs
+from sam4em.postprocess.object_measures import MEASURES, block_measures
 from sam4em.postprocess.union_find import merged_roots
 
 SIDES = tuple(f"{axis}{side}" for axis in "zyx" for side in (0, 1))  # boundary plane names
@@ -46,22 +47,30 @@ class BlockSummary:
     hi: np.ndarray  # (n, 3) bounding box stop (exclusive)
     sums: np.ndarray  # (n, 3) coordinate sums (centroid = sums / voxels)
     faces: dict[str, np.ndarray]  # SIDES -> the plane, kept 3D (extent 1 on its axis)
+    measures: np.ndarray  # (n, len(MEASURES)) sums of sam4em.postprocess.object_measures
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat name -> array form (for ``np.savez``)."""
         arrays = {"n": np.array(self.n), "voxels": self.voxels, "lo": self.lo, "hi": self.hi}
-        return arrays | {"sums": self.sums} | {f"face_{s}": self.faces[s] for s in SIDES}
+        arrays |= {"sums": self.sums, "measures": self.measures}
+        return arrays | {f"face_{s}": self.faces[s] for s in SIDES}
 
     @classmethod
     def from_arrays(cls, arrays: Any) -> BlockSummary:
         """Inverse of :meth:`to_arrays` (also takes an open ``np.load`` file)."""
         faces = {s: np.asarray(arrays[f"face_{s}"]) for s in SIDES}
         parts = (np.asarray(arrays[k]) for k in ("voxels", "lo", "hi", "sums"))
-        return cls(int(arrays["n"]), *parts, faces=faces)
+        return cls(int(arrays["n"]), *parts, faces=faces, measures=np.asarray(arrays["measures"]))
 
 
-def label_block(mask: np.ndarray, box: Box, connectivity: int) -> tuple[np.ndarray, BlockSummary]:
-    """Labels 1..n of the block ``box`` of a volume, given its ``mask``, and its summary."""
+def label_block(
+    mask: np.ndarray,
+    box: Box,
+    connectivity: int,
+    measure: Callable[[np.ndarray, int], np.ndarray] | None = None,
+) -> tuple[np.ndarray, BlockSummary]:
+    """Labels 1..n of the block ``box`` of a volume, given its ``mask``, and its summary;
+    ``measure(labels, n)`` gives its (n, len(MEASURES)) sums (zeros without it)."""
     # uint8, not bool: cc3d mis-sizes its union-find for some small bool inputs
     local, n = cc3d.connected_components(
         np.ascontiguousarray(mask, dtype=np.uint8), connectivity=connectivity, return_N=True
@@ -75,8 +84,9 @@ def label_block(mask: np.ndarray, box: Box, connectivity: int) -> tuple[np.ndarr
     for axis, name in enumerate("zyx"):
         for side, index in ((0, slice(0, 1)), (1, slice(-1, None))):
             faces[f"{name}{side}"] = local[(slice(None),) * axis + (index,)].copy()
+    measures = measure(local, n) if measure is not None else np.zeros((n, len(MEASURES)))
     summary = BlockSummary(
-        n, voxels, bounds[:, :, 0] + start, bounds[:, :, 1] + start + 1, sums, faces
+        n, voxels, bounds[:, :, 0] + start, bounds[:, :, 1] + start + 1, sums, faces, measures
     )
     return local, summary
 
@@ -183,12 +193,14 @@ def merge_blocks(
     lo = np.full((total + 1, 3), np.iinfo(np.int64).max)
     hi = np.zeros((total + 1, 3), np.int64)
     sums = np.zeros((total + 1, 3))
+    measures = np.zeros((total + 1, len(MEASURES)))
     if total:
         r = roots[1:]
         np.add.at(voxels, r, np.concatenate([s.voxels for s in summaries]))
         np.minimum.at(lo, r, np.concatenate([s.lo for s in summaries]))
         np.maximum.at(hi, r, np.concatenate([s.hi for s in summaries]))
         np.add.at(sums, r, np.concatenate([s.sums for s in summaries]))
+        np.add.at(measures, r, np.concatenate([s.measures for s in summaries]))
     is_root = (roots == np.arange(total + 1)) & (voxels > 0)
     keep = is_root & (voxels >= min_voxels) & ((hi[:, 0] - lo[:, 0]) >= min_z)
     kept = np.flatnonzero(keep)
@@ -202,9 +214,30 @@ def merge_blocks(
             **{f"bbox_{a}0": lo[kept, i] for i, a in enumerate("zyx")},
             **{f"bbox_{a}1": hi[kept, i] for i, a in enumerate("zyx")},
             **{f"centroid_{a}": centroid[:, i] for i, a in enumerate("zyx")},
+            **{name: measures[kept, i] for i, name in enumerate(MEASURES)},
         }
     )
     return Merged(IdTable(offsets, final_of_root[roots]), table)
+
+
+def read_with_measures(
+    read_mask: Callable[[Box], np.ndarray],
+    box: Box,
+    shape: Sequence[int],
+    read_probability: Callable[[Box], np.ndarray] | None,
+) -> tuple[np.ndarray, Callable[[np.ndarray, int], np.ndarray] | None]:
+    """A block's mask and, given ``read_probability``, the ``measure`` of its labels for
+    :func:`label_block` (the mask is read one voxel beyond the block for the surface)."""
+    if read_probability is None:
+        return read_mask(box), None
+    grown = box.grown((1, 1, 1), shape)
+    grown_mask = read_mask(grown)
+    probability = read_probability(box)
+
+    def measure(local: np.ndarray, n: int) -> np.ndarray:
+        return block_measures(local, n, box, grown_mask, grown, probability)
+
+    return grown_mask[box.within(grown)], measure
 
 
 def relabel_block(local: np.ndarray, lookup: np.ndarray, dtype: Any) -> np.ndarray:
@@ -222,6 +255,7 @@ def blockwise_components(
     min_voxels: int = 0,
     min_z: int = 0,
     progress: Callable[[str], None] | None = None,
+    read_probability: Callable[[Box], np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Label the mask given by ``read_mask(box)`` into ``out``; returns the object table.
 
@@ -230,13 +264,16 @@ def blockwise_components(
     :class:`~sam4em.blocks.plan.Box`. ``scratch`` (block labels, any integer type of at
     least 32 bits) and ``out`` are arrays of ``shape`` supporting box reads and writes
     (numpy or zarr). Objects with fewer than ``min_voxels`` voxels or spanning fewer
-    than ``min_z`` slices are removed; ids are 1..K in order of first appearance.
+    than ``min_z`` slices are removed; ids are 1..K in order of first appearance. With
+    ``read_probability`` (the class probability of a box) the table also has the sums of
+    :data:`~sam4em.postprocess.object_measures.MEASURES` (zeros without it).
     """
     cores = core_boxes(shape, block_shape)
     grid = [max(index[axis] for index, _ in cores) + 1 for axis in range(3)]
     summaries = []
     for _, box in cores:
-        local, summary = label_block(read_mask(box), box, connectivity)
+        mask, measure = read_with_measures(read_mask, box, shape, read_probability)
+        local, summary = label_block(mask, box, connectivity, measure)
         scratch[box.slices()] = local
         summaries.append(summary)
         if progress:

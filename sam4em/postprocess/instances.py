@@ -5,7 +5,8 @@ The class's mask (probabilities at or above its threshold) is cleaned up
 size (``min_voxels`` / ``min_volume_nm3``) or z extent are dropped. Writes
 ``instances.zarr/{class}`` (uint32, or uint64 beyond 2^32 - 1 voxels; viewer levels by
 2x2 mode, :mod:`sam4em.io.pyramid`) and ``objects/{class}.csv`` (id, voxels, volume in
-nm^3, bounding box, centroid in voxels and nm).
+nm^3, bounding box, centroid in voxels and nm, and the confidence, uncertainty, surface,
+z extent, shape and border columns of :mod:`sam4em.postprocess.object_measures`).
 
 It runs as jobs (the phases of :mod:`sam4em.postprocess.block_components`), each a
 function of :class:`ComponentJobs` with files in a work folder:
@@ -32,6 +33,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -65,9 +67,11 @@ from sam4em.postprocess.block_components import (
     block_contacts,
     label_block,
     merge_blocks,
+    read_with_measures,
     relabel_block,
 )
 from sam4em.postprocess.cleanup import cleaned_reader
+from sam4em.postprocess.object_measures import object_columns
 from sam4em.postprocess.settings import ComponentSettings
 from sam4em.progress import progress
 
@@ -151,7 +155,9 @@ class ComponentJobs:
         read = cleaned_reader(
             lambda b: np.asarray(probs[b.slices()]) >= level, probs.shape, cleanup
         )
-        local, summary = label_block(read(box), box, self.settings.connectivity)
+        probability = lambda b: np.asarray(probs[b.slices()]) / 255.0  # noqa: E731
+        mask, measure = read_with_measures(read, box, probs.shape, probability)
+        local, summary = label_block(mask, box, self.settings.connectivity, measure)
         labels = local.astype(np.min_scalar_type(summary.n), copy=False)
         packed = np.frombuffer(_CODEC.encode(np.ascontiguousarray(labels)), np.uint8)
         arrays = summary.to_arrays() | {
@@ -276,7 +282,7 @@ class ComponentJobs:
         if final.exists():
             shutil.rmtree(final)
         built.rename(final)
-        table = with_physical_units(pd.read_csv(self.path("table.csv")), voxel)
+        table = with_physical_units(pd.read_csv(self.path("table.csv")), voxel, self._probs.shape)
         write_bytes_atomic(objects_csv, table.to_csv(index=False).encode())
         return table
 
@@ -308,10 +314,14 @@ def components_for_class(
         return jobs.finish(objects_csv)
 
 
-def with_physical_units(table: pd.DataFrame, voxel_nm: list[float]) -> pd.DataFrame:
-    """Add ``volume_nm3`` and centroids in nm to an object table."""
+def with_physical_units(
+    table: pd.DataFrame, voxel_nm: list[float], shape: Sequence[int]
+) -> pd.DataFrame:
+    """Add ``volume_nm3`` and centroids in nm to a merged object table, and turn its sums
+    of measures into the confidence, uncertainty, surface and shape columns
+    (:func:`~sam4em.postprocess.object_measures.object_columns`; a volume of ``shape``)."""
     table = table.copy()
     table.insert(2, "volume_nm3", table["voxels"] * float(np.prod(voxel_nm)))
     for i, axis in enumerate("zyx"):
         table[f"centroid_{axis}_nm"] = table[f"centroid_{axis}"] * float(voxel_nm[i])
-    return table
+    return object_columns(table, voxel_nm, shape)
