@@ -157,15 +157,22 @@ def test_the_z_index_can_be_set_or_turned_off_and_is_checked(tmp_path, vnc):
     assert not (tmp_path / "c").exists()
 
 
-@pytest.mark.slow  # trains a (tiny) model
-def test_isolated_slices_train_and_predict_in_2d_with_a_notice(tmp_path, vnc):
-    sections = [0, 10, 20, 30, 40, 50, 60, 70]  # no two slices are neighbours
+def _imported_and_tiled(tmp_path, vnc, sections):
+    """(data folder, config, volume) of an 8-slice gapped stack, train and val tiled."""
     data = _gapped_stack(tmp_path, vnc, sections)
     cfg = _config(tmp_path, data, {"train": [0, 3], "val": [4, 5], "test": [6, 7]})
     volume = tmp_path / "volume.zarr"
     _import(cfg, volume)
     for split in ("train", "val"):
         _tile(cfg, volume, split, tmp_path / f"{split}.zarr")
+    return data, cfg, volume
+
+
+@pytest.mark.slow  # trains a (tiny) model
+def test_isolated_slices_train_and_predict_in_2d_with_a_notice(tmp_path, vnc):
+    sections = [0, 10, 20, 30, 40, 50, 60, 70]  # no two slices are neighbours
+    _, cfg, volume = _imported_and_tiled(tmp_path, vnc, sections)
+    for split in ("train", "val"):
         assert len(TileSet([tmp_path / f"{split}.zarr"], sequences=True)) == 0
         assert len(TileSet([tmp_path / f"{split}.zarr"], sequences=False)) > 0
     models = tmp_path / "models"
@@ -204,12 +211,7 @@ def test_isolated_slices_train_and_predict_in_2d_with_a_notice(tmp_path, vnc):
 @pytest.mark.slow  # trains a (tiny) model
 def test_a_block_job_clears_the_memory_at_a_gap_and_warms_up_in_its_own_run(tmp_path, vnc):
     sections = [0, 1, 2, 3, 9, 10, 11, 12]  # a gap between slices 3 and 4
-    data = _gapped_stack(tmp_path, vnc, sections)
-    cfg = _config(tmp_path, data, {"train": [0, 3], "val": [4, 5], "test": [6, 7]})
-    volume = tmp_path / "volume.zarr"
-    _import(cfg, volume)
-    for split in ("train", "val"):
-        _tile(cfg, volume, split, tmp_path / f"{split}.zarr")
+    data, cfg, volume = _imported_and_tiled(tmp_path, vnc, sections)
     out = tmp_path / "stage1.pt"
     r = run_cli("train", "--stage", "1", "--config", str(cfg), "--train-tiles",
                 str(tmp_path / "train.zarr"), "--val-tiles", str(tmp_path / "val.zarr"),
