@@ -78,6 +78,8 @@ def _schema_error(config: dict[str, Any], schema: dict[str, Any]) -> str | None:
         message = "expected either {source, values} or {masks}, got keys " + ", ".join(
             sorted(error.instance)
         )
+    elif error.validator == "oneOf" and "description" in error.schema:
+        message = f"{error.instance!r} is not one of the forms: {error.schema['description']}"
     return f"{_key_path(list(error.absolute_path))}: {message}"
 
 

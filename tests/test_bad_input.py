@@ -221,6 +221,10 @@ def test_unknown_dataset_name(tmp_path):
             ["classes", "[]"],
         ),
         (
+            lambda c: c["datasets"]["d"].update(z_index="names"),
+            ["datasets.d.z_index", "'names' is not one of the forms: auto, consecutive"],
+        ),
+        (
             lambda c: c["datasets"]["d"].update(voxel_size=[50, 0, 4]),
             ["datasets.d.voxel_size", "0"],
         ),
@@ -241,6 +245,7 @@ def test_unknown_dataset_name(tmp_path):
         "size-filter-class",
         "negative-radius",
         "no-classes",
+        "z-index-form",
         "zero-voxel",
     ],
 )
