@@ -12,8 +12,9 @@ from sam4em.postprocess.block_components import blockwise_components
 from sam4em.postprocess.cleanup import Cleanup, cleaned_reader
 from sam4em.postprocess.instances import with_physical_units
 from sam4em.postprocess.neighbours import half_offsets
-from sam4em.postprocess.object_measures import MEASURES, binary_entropy
+from sam4em.postprocess.object_measures import MEASURES
 from sam4em.postprocess.settings import ComponentSettings
+from sam4em.predict.pred_store import binary_entropy
 
 
 def run(mask: np.ndarray, block, connectivity, **filters):

@@ -27,6 +27,7 @@ from sam4em.errors import InputDataError
 from sam4em.io.zarr_store import open_group
 from sam4em.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from sam4em.predict.block_job import predict_block
+from sam4em.predict.pred_store import uncertainty_of
 from sam4em.predict.settings import InferenceSettings, PredictSettings
 from sam4em.predict.stack_predictor import StackPredictor
 from sam4em.tiling.settings import TilingSettings
@@ -108,9 +109,15 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def whole(trained, tmp_path_factory):
-    """The reference: one block holding the whole crop."""
-    return run_blocks(trained, tmp_path_factory.mktemp("whole"), [12, 512, 512], 4)
+def whole_run(trained, tmp_path_factory):
+    """The reference: one block holding the whole crop; (work folder, probabilities)."""
+    work = tmp_path_factory.mktemp("whole")
+    return work, run_blocks(trained, work, [12, 512, 512], 4)
+
+
+@pytest.fixture(scope="module")
+def whole(whole_run):
+    return whole_run[1]
 
 
 def test_blockwise_equals_whole_volume_and_needs_the_warmup(trained, whole, tmp_path):
@@ -131,6 +138,32 @@ def test_blockwise_equals_whole_volume_and_needs_the_warmup(trained, whole, tmp_
     warm = np.abs(blocks[:, firsts].astype(int) - whole[:, firsts]).mean()
     cold_mad = np.abs(cold[:, firsts].astype(int) - whole[:, firsts]).mean()
     assert cold_mad > 1e-3 and cold_mad > 100 * warm, (cold_mad, warm)
+
+
+def test_uncertainty_is_the_entropy_of_the_probability_high_at_edges_and_off_the_em(
+    trained, whole_run
+):
+    from scipy import ndimage
+
+    _, _, ckpt, _, raw = trained
+    work, whole = whole_run
+    root = open_group(work / "pred.zarr")
+    for i, cls in enumerate(CLASSES):
+        stored = np.asarray(root[f"uncertainty/{cls}/0"])
+        np.testing.assert_array_equal(stored, uncertainty_of(whole[i]))  # every voxel
+        mask = whole[i] > 127
+        inside = ndimage.binary_erosion(mask, iterations=2)
+        edge = mask & ~ndimage.binary_erosion(mask, iterations=1)
+        if inside.sum() > 100 and edge.sum() > 100:
+            assert stored[edge].mean() > stored[inside].mean() + 20, cls  # of 255
+    # the model never saw an input like this: uniform noise instead of EM
+    model = load_checkpoint(ckpt)[0]
+    predictor = StackPredictor(model, PredictSettings(memory=False), torch.device("cpu"))
+    noise = np.random.default_rng(0).integers(0, 256, raw[:2, :256, :256].shape, np.uint8)
+    em = predictor.predict(raw[:2, :256, :256])
+    off = predictor.predict(noise)
+    u = lambda p: uncertainty_of(np.rint(p * 255).astype(np.uint8)).mean()  # noqa: E731
+    assert u(off) > u(em), (u(off), u(em))
 
 
 def _edge_jumps(pred: np.ndarray, edges: list[int]) -> tuple[float, float]:

@@ -113,7 +113,7 @@ def test_stores_validate_against_ome_ngff_0_5(results):
         label = ImageLabel.from_zarr(zarr.open_group(str(res / "volume.zarr" / "labels" / name)))
         assert label.ome_attributes.image_label.source.image == "../../"
     # per-class images (pred.zarr gets its levels from stitch, not run here)
-    for store, levels in (("pred.zarr", 1), ("instances.zarr", 2)):
+    for store, levels in (("pred.zarr", 1), ("pred.zarr/uncertainty", 1), ("instances.zarr", 2)):
         group = zarr.open_group(str(res / store / "mito"), mode="r")
         assert len(Image.from_zarr(group).ome_attributes.multiscales[0].datasets) == levels
     # the instance root now names its classes (one job per class could not)
@@ -146,7 +146,9 @@ def test_view_prints_napari_command_and_neuroglancer_link(results):
     lines = dict(line.split(":", 1) for line in r.stdout.splitlines() if ":" in line[:14])
     napari = lines["napari"].split()
     assert napari[:3] == ["napari", "--plugin", "napari-ome-zarr"]
-    assert napari[3:] == [str(res / p) for p in ("volume.zarr", "pred.zarr/mito", "pred.zarr/glia")]
+    images = ("volume.zarr", "pred.zarr/mito", "pred.zarr/glia",
+              "pred.zarr/uncertainty/mito", "pred.zarr/uncertainty/glia")  # fmt: skip
+    assert napari[3:] == [str(res / p) for p in images]
     url = lines["neuroglancer"].strip()
     state = json.loads(urllib.parse.unquote(url.split("#!", 1)[1]))
     kinds = {layer["name"]: layer["type"] for layer in state["layers"]}
@@ -154,6 +156,8 @@ def test_view_prints_napari_command_and_neuroglancer_link(results):
         "raw": "image",
         "mito probability": "image",
         "glia probability": "image",
+        "mito uncertainty": "image",
+        "glia uncertainty": "image",
         "mito truth": "segmentation",
         "mito objects": "segmentation",
         "glia objects": "segmentation",

@@ -26,18 +26,11 @@ import numpy as np
 import pandas as pd
 
 from sam4em.blocks.plan import Box
+from sam4em.predict.pred_store import binary_entropy
 
 MEASURES = ("probability", "entropy", "faces_z", "faces_y", "faces_x",
             "zz", "yy", "xx", "zy", "zx", "yx")  # fmt: skip
 _PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))  # axes of zz, yy, xx, zy, zx, yx
-
-
-def binary_entropy(p: np.ndarray) -> np.ndarray:
-    """Entropy in bits of a yes/no prediction made with probability ``p``."""
-    p = np.clip(np.asarray(p, np.float64), 0.0, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
-    return np.nan_to_num(h, nan=0.0)
 
 
 def block_measures(

@@ -34,7 +34,13 @@ from sam4em.model.checkpoint import load_checkpoint, uses_memory
 from sam4em.model.device import pick_device
 from sam4em.model.lora import merge_lora
 from sam4em.model.sam_weights import CheckpointError
-from sam4em.predict.pred_store import ensure_pred_store, mark_incomplete, store_identity
+from sam4em.predict.pred_store import (
+    UNCERTAINTY,
+    ensure_pred_store,
+    mark_incomplete,
+    store_identity,
+    uncertainty_of,
+)
 from sam4em.predict.settings import InferenceSettings, PredictSettings
 from sam4em.predict.stack_predictor import PlaneWindow, StackPredictor
 from sam4em.progress import progress
@@ -95,7 +101,9 @@ def _fail_once_for_tests(block_id: str) -> None:
 
 class _CoreWriter:
     """Writes a block's core, handed over slice by slice in z order, a z chunk at a time:
-    each class's uint8 probabilities into level 0 and the footprint in the viewer levels
+    each class's uint8 probabilities and their uncertainty
+    (:func:`~sam4em.predict.pred_store.uncertainty_of`) into level 0 and the footprint in
+    the viewer levels
     ``levels`` (:func:`~sam4em.io.pyramid.block_pyramid`), from the slab in memory. The
     writing (compression, mostly) runs on a thread while the model goes on; one slab
     at a time waits there. Use as a context manager: leaving it waits for the last."""
@@ -104,6 +112,7 @@ class _CoreWriter:
         self, *, store: Any, classes: list[str], core: Box, levels: tuple[list[str], list[int]]
     ) -> None:
         self.groups = [store[c] for c in classes]
+        self.uncertainty = [store[f"{UNCERTAINTY}/{c}"] for c in classes]
         self.core, self.levels = core, levels
         self.step = int(self.groups[0][LEVEL0].chunks[0])
         self.pending: list[np.ndarray] = []  # (C, y, x) slices from self.z
@@ -125,9 +134,10 @@ class _CoreWriter:
             self.z, self.pending = stop[0], []
 
     def _write(self, slab: np.ndarray, start: tuple[int, ...], stop: tuple[int, ...]) -> None:
-        for group, values in zip(self.groups, slab, strict=True):
-            group[LEVEL0][tuple(map(slice, start, stop))] = values
-            write_block_levels(group, *self.levels, start, stop, "mean", values)
+        for group, other, values in zip(self.groups, self.uncertainty, slab, strict=True):
+            for target, image in ((group, values), (other, uncertainty_of(values))):
+                target[LEVEL0][tuple(map(slice, start, stop))] = image
+                write_block_levels(target, *self.levels, start, stop, "mean", image)
 
     def _wait(self) -> None:
         if self.writing is not None:

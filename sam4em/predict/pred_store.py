@@ -1,7 +1,10 @@
-"""The prediction store ``pred.zarr``: one OME-NGFF image group per class.
+"""The prediction store ``pred.zarr``: one OME-NGFF image group per class, and one per
+class of its uncertainty.
 
 Layout: ``pred.zarr/{class}/0`` holds per-class probabilities as uint8 (0..255, that is
 round(255 p)), chunked like ``inference.chunks`` so block cores own whole chunks;
+``pred.zarr/uncertainty/{class}/0`` the voxel's uncertainty, round(255 H(p)) with H the
+binary entropy in bits of the stored probability (:func:`uncertainty_of`);
 viewer levels ``{class}/1``, ``{class}/2``, ... (2x2 means, each level half the one
 before, :mod:`sam4em.io.pyramid`) are written by the block jobs as far as a block covers
 whole chunks of them, and the rest by ``stitch``. ``stitch`` also marks
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zarr
 from zarr.errors import ContainsArrayError
 
@@ -30,6 +34,33 @@ from sam4em.io.zarr_store import LEVEL0, create_array, open_group, write_image_m
 def store_identity(volume_shape: Sequence[int], chunks: Sequence[int], classes: list[str]) -> dict:
     """What a prediction store must match to take a block's output."""
     return {"shape": list(volume_shape), "chunks": list(chunks), "classes": list(classes)}
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy in bits of a yes/no prediction made with probability ``p``."""
+    p = np.clip(np.asarray(p, np.float64), 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return np.nan_to_num(h, nan=0.0)
+
+
+UNCERTAINTY = "uncertainty"  # the group of the per-class uncertainty images
+
+
+def uncertainty_of(probs: np.ndarray) -> np.ndarray:
+    """uint8 uncertainty of uint8 probabilities (0..255 = p x 255): the binary entropy in
+    bits of p, x 255. 0 where the model is sure either way, 255 at p = 0.5. With TTA or
+    both-ways passes p is their mean, so views that disagree raise it too."""
+    table = np.rint(binary_entropy(np.arange(256) / 255.0) * 255).astype(np.uint8)
+    return table[np.asarray(probs, np.uint8)]
+
+
+def image_groups(root: zarr.Group, classes: Sequence[str]) -> list[tuple[str, zarr.Group]]:
+    """(name, group) of every image of a prediction store: each class's probabilities,
+    then each class's uncertainty (named ``{class} uncertainty``)."""
+    return [(c, root[c]) for c in classes] + [
+        (f"{c} uncertainty", root[f"{UNCERTAINTY}/{c}"]) for c in classes
+    ]
 
 
 def ensure_pred_store(
@@ -45,16 +76,21 @@ def ensure_pred_store(
     An existing store made for another volume shape, chunking or class list is an error.
     """
 
+    if UNCERTAINTY in identity["classes"]:
+        raise InputDataError(f"class name '{UNCERTAINTY}' is reserved in {path}; rename it")
+
     def build(tmp: Path) -> None:
         root = open_group(tmp, mode="w")
         root.attrs["sam4em"] = identity
         root.attrs["voxel_size_nm"] = [float(v) for v in voxel_size]
         shape, chunks = identity["shape"], identity["chunks"]
+        uncertainty = root.create_group(UNCERTAINTY)
         for cls in identity["classes"]:
-            group = root.create_group(cls)
-            create_array(group, LEVEL0, shape, chunks, "uint8")
-            create_levels(group, *block_pyramid(shape, chunks, block_shape or chunks))
-            write_image_metadata(group, cls, [LEVEL0], voxel_size)
+            for parent, name in ((root, cls), (uncertainty, f"{cls} uncertainty")):
+                group = parent.create_group(cls)
+                create_array(group, LEVEL0, shape, chunks, "uint8")
+                create_levels(group, *block_pyramid(shape, chunks, block_shape or chunks))
+                write_image_metadata(group, name, [LEVEL0], voxel_size)
 
     create_directory_once(path, build)
     root = open_group(path, mode="r+")
@@ -66,12 +102,12 @@ def ensure_pred_store(
         )
     if block_shape is not None:  # a store begun by blocks of another shape lacks levels
         paths, factors = block_pyramid(identity["shape"], identity["chunks"], block_shape)
-        for cls in identity["classes"]:
+        for _, group in image_groups(root, identity["classes"]):
             for path, f in zip(paths[1:], factors[1:], strict=True):
-                if path not in root[cls]:
+                if path not in group:
                     with contextlib.suppress(ContainsArrayError):  # a parallel job made it
                         shape = level_shape(identity["shape"], f)
-                        create_array(root[cls], path, shape, identity["chunks"], "uint8")
+                        create_array(group, path, shape, identity["chunks"], "uint8")
     return root
 
 

@@ -1,8 +1,9 @@
 """Finish a prediction store: check every block is done, add viewer levels, summarise.
 
-Writes each class's viewer levels ``{class}/1``, ``{class}/2`` ... beyond those the block
-jobs wrote (:mod:`sam4em.io.pyramid`), OME-NGFF metadata for all levels, consolidates the
-zarr metadata, and draws a quick-look PNG of a few slices. It reads no setting: its
+Writes each class's viewer levels ``{class}/1``, ``{class}/2`` ... (and those of its
+uncertainty image, ``uncertainty/{class}``) beyond those the block jobs wrote
+(:mod:`sam4em.io.pyramid`), OME-NGFF metadata for all levels, consolidates the zarr
+metadata, and draws a quick-look PNG of a few slices. It reads no setting: its
 summary and figure cut each class at the threshold chosen on val for the model, and the
 store is marked complete last, once everything else is written.
 """
@@ -22,7 +23,7 @@ from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.pyramid import block_pyramid, write_pyramid
 from sam4em.io.zarr_store import LEVEL0, PREDICTION, VOLUME
-from sam4em.predict.pred_store import mark_complete
+from sam4em.predict.pred_store import UNCERTAINTY, mark_complete
 from sam4em.predict.quicklook import draw_quicklook
 
 
@@ -83,7 +84,9 @@ def stitch(
             total += float(plane.mean())
             above += int((plane >= levels[cls]).sum())
         done = len(block_pyramid(shape, level0.chunks, block_shape)[0]) - 1
-        write_pyramid(group, cls, voxel, "mean", done=done)  # levels past the blocks' ones
+        # levels past the blocks' ones, of the probabilities and of their uncertainty
+        write_pyramid(group, cls, voxel, "mean", done=done)
+        write_pyramid(root[f"{UNCERTAINTY}/{cls}"], f"{cls} uncertainty", voxel, "mean", done=done)
         stats[cls] = {
             "mean_probability": round(total / shape[0] / 255, 5),
             "threshold": round(levels[cls] / 255, 4),

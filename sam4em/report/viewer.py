@@ -32,6 +32,7 @@ import zarr
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.zarr_store import INSTANCES, LEVEL0, PREDICTION, VOLUME, write_label_metadata
+from sam4em.predict.pred_store import UNCERTAINTY
 
 #: the file :func:`write_layers` writes into a dataset's results folder
 LAYERS = "layers.json"
@@ -100,6 +101,11 @@ def write_layers(
         for c in pred_classes
     ]
     layers += [
+        {"name": f"{c} uncertainty", "kind": "image",
+         "path": _rel(pred / UNCERTAINTY / c, base)}
+        for c in pred_classes
+    ]  # fmt: skip
+    layers += [
         {"name": f"{c} truth", "kind": "segmentation", "path": _rel(volume / "labels" / c, base)}
         for c in meta.get("labelled_classes", [])
     ]
@@ -160,7 +166,7 @@ def neuroglancer_url(record: dict[str, Any], data_url: str, client: str = NEUROG
 def napari_command(record: dict[str, Any], results: str | os.PathLike[str]) -> str:
     """The shell command that opens every layer in napari through the napari-ome-zarr
     reader: the volume (raw, with truth and objects as label layers) and each class's
-    probabilities."""
+    probabilities and uncertainty."""
     paths = [record["volume"]] + [
         layer["path"]
         for layer in record["layers"]
