@@ -80,10 +80,11 @@ def describe_gaps(z_index: Sequence[int], limit: int = 5) -> str:
         return "no gaps in z"
     shown = ", ".join(f"{z_index[k - 1]}->{z_index[k]}" for k in found[:limit])
     more = f" and {len(found) - limit} more" if len(found) > limit else ""
-    isolated = sum(len(r) == 1 for r in runs(z_index))
+    parts = runs(z_index)
+    isolated = sum(len(r) == 1 for r in parts)
     return (
         f"{len(found)} gap{'s' if len(found) > 1 else ''} in z ({shown}{more}); "
-        f"{len(runs(z_index))} runs of neighbouring slices, {isolated} of them single slices"
+        f"{len(parts)} runs of neighbouring slices, {isolated} of them single slices"
     )
 
 

@@ -47,12 +47,15 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
 UNCERTAINTY = "uncertainty"  # the group of the per-class uncertainty images
 
 
+# uint8 probability -> uint8 uncertainty, for every one of the 256 values
+_UNCERTAINTY_TABLE = np.rint(binary_entropy(np.arange(256) / 255.0) * 255).astype(np.uint8)
+
+
 def uncertainty_of(probs: np.ndarray) -> np.ndarray:
     """uint8 uncertainty of uint8 probabilities (0..255 = p x 255): the binary entropy in
     bits of p, x 255. 0 where the model is sure either way, 255 at p = 0.5. With TTA or
     both-ways passes p is their mean, so views that disagree raise it too."""
-    table = np.rint(binary_entropy(np.arange(256) / 255.0) * 255).astype(np.uint8)
-    return table[np.asarray(probs, np.uint8)]
+    return _UNCERTAINTY_TABLE[np.asarray(probs, np.uint8)]
 
 
 def image_groups(root: zarr.Group, classes: Sequence[str]) -> list[tuple[str, zarr.Group]]:
@@ -84,13 +87,13 @@ def ensure_pred_store(
         root.attrs["sam4em"] = identity
         root.attrs["voxel_size_nm"] = [float(v) for v in voxel_size]
         shape, chunks = identity["shape"], identity["chunks"]
-        uncertainty = root.create_group(UNCERTAINTY)
         for cls in identity["classes"]:
-            for parent, name in ((root, cls), (uncertainty, f"{cls} uncertainty")):
-                group = parent.create_group(cls)
-                create_array(group, LEVEL0, shape, chunks, "uint8")
-                create_levels(group, *block_pyramid(shape, chunks, block_shape or chunks))
-                write_image_metadata(group, name, [LEVEL0], voxel_size)
+            root.create_group(f"{UNCERTAINTY}/{cls}")
+            root.create_group(cls)
+        for name, group in image_groups(root, identity["classes"]):
+            create_array(group, LEVEL0, shape, chunks, "uint8")
+            create_levels(group, *block_pyramid(shape, chunks, block_shape or chunks))
+            write_image_metadata(group, name, [LEVEL0], voxel_size)
 
     create_directory_once(path, build)
     root = open_group(path, mode="r+")

@@ -23,7 +23,7 @@ from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.pyramid import block_pyramid, write_pyramid
 from sam4em.io.zarr_store import LEVEL0, PREDICTION, VOLUME
-from sam4em.predict.pred_store import UNCERTAINTY, mark_complete
+from sam4em.predict.pred_store import image_groups, mark_complete
 from sam4em.predict.quicklook import draw_quicklook
 
 
@@ -83,15 +83,15 @@ def stitch(
             plane = np.asarray(level0[z])
             total += float(plane.mean())
             above += int((plane >= levels[cls]).sum())
-        done = len(block_pyramid(shape, level0.chunks, block_shape)[0]) - 1
-        # levels past the blocks' ones, of the probabilities and of their uncertainty
-        write_pyramid(group, cls, voxel, "mean", done=done)
-        write_pyramid(root[f"{UNCERTAINTY}/{cls}"], f"{cls} uncertainty", voxel, "mean", done=done)
         stats[cls] = {
             "mean_probability": round(total / shape[0] / 255, 5),
             "threshold": round(levels[cls] / 255, 4),
             "fraction_above_threshold": round(above / float(np.prod(shape)), 5),
         }
+    for name, group in image_groups(root, classes):  # levels past the blocks' ones
+        level0 = group[LEVEL0]
+        done = len(block_pyramid(level0.shape, level0.chunks, block_shape)[0]) - 1
+        write_pyramid(group, name, voxel, "mean", done=done)
     slices = sorted({0, raw.shape[0] // 2, raw.shape[0] - 1})
     draw_quicklook(raw, {c: root[f"{c}/{LEVEL0}"] for c in classes}, levels, slices, figure)
     record = {
