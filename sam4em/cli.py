@@ -170,6 +170,47 @@ def _cmd_components(args: argparse.Namespace) -> None:
         print(f"{args.cls} {args.step} {args.block}: {'done' if result is None else result}")
 
 
+def _cmd_analyze(args: argparse.Namespace) -> None:
+    from sam4em.analysis.contacts import write_object_analysis
+    from sam4em.analysis.settings import AnalysisSettings
+    from sam4em.config import load_config
+    from sam4em.io.zarr_store import VOLUME
+    from sam4em.postprocess.settings import ComponentSettings
+
+    config = load_config(args.config)
+    settings = AnalysisSettings.from_config(config)
+    if args.cls not in settings.analysed_classes():
+        raise ConfigError(
+            f"--class: '{args.cls}' is the first class of no pair in analysis.contacts or "
+            f"analysis.distances (those are: {', '.join(settings.analysed_classes()) or 'none'})"
+        )
+    voxel = VOLUME.open(args.volume).attrs["sam4em"]["voxel_size_nm"]
+    block = ComponentSettings.from_config(config, args.cls).block_shape
+    table = write_object_analysis(
+        settings, args.cls, args.instances, args.objects, voxel, block, args.out
+    )
+    print(f"{args.cls}: measured {len(table)} object(s) into {args.out}")
+
+
+def _cmd_annotate_next(args: argparse.Namespace) -> None:
+    from sam4em.analysis.settings import AnalysisSettings, labelled_slices
+    from sam4em.config import load_config
+    from sam4em.predict.pred_store import require_complete
+    from sam4em.report.annotate_next import annotate_next
+    from sam4em.report.viewer import read_layers
+
+    config = load_config(args.config)
+    require_complete(args.pred)
+    settings = AnalysisSettings.from_config(config)
+    splits = labelled_slices(config, args.dataset)
+    table = annotate_next(
+        settings, args.pred, args.instances, read_layers(args.results), splits, args.out
+    )
+    top = table.iloc[0] if len(table) else None
+    where = "" if top is None else f" (least sure: slice {top['z']}, {top['uncertainty']:.3f} bits)"
+    print(f"wrote {args.out}: {len(table)} region(s){where}")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from sam4em.config import load_config
     from sam4em.evaluate.run_evaluation import evaluate_dataset
@@ -188,6 +229,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 def _cmd_report(args: argparse.Namespace) -> None:
     import yaml
 
+    from sam4em.analysis.settings import AnalysisSettings
     from sam4em.config import load_config
     from sam4em.evaluate.settings import EvaluationSettings
     from sam4em.report.html_report import build_report
@@ -195,7 +237,8 @@ def _cmd_report(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     settings = EvaluationSettings.from_config(config, args.dataset)
     text = yaml.safe_dump(config, sort_keys=False)
-    out = build_report(settings, args.dataset, args.results, args.out, args.figures, text)
+    analysis = AnalysisSettings.from_config(config)
+    out = build_report(settings, args.dataset, args.results, args.out, args.figures, text, analysis)
     print(f"wrote {out}")
 
 
@@ -360,6 +403,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, type=_existing_pred, help="pred.zarr")
     p.add_argument("--instances", required=True, type=_existing_instances, help="instances.zarr")
     p.add_argument("--out-dir", required=True, help="folder for metrics*.csv")
+
+    p = add("analyze", _cmd_analyze, "cross-class measures of one class's objects")
+    p.add_argument("--class", dest="cls", required=True, help="class name")
+    p.add_argument("--volume", required=True, type=_existing_volume, help=VOLUME_HELP)
+    p.add_argument("--instances", required=True, type=_existing_instances, help="instances.zarr")
+    p.add_argument("--objects", required=True, help="the objects/ folder ({class}.csv)")
+    p.add_argument("--out", required=True, help="output analysis/{class}.csv")
+
+    p = add("annotate-next", _cmd_annotate_next, "rank the regions where the model is least sure")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--pred", required=True, type=_existing_pred, help="pred.zarr")
+    p.add_argument("--instances", required=True, type=_existing_instances, help="instances.zarr")
+    p.add_argument("--results", required=True, help="results/{dataset} folder (its layers.json)")
+    p.add_argument("--out", required=True, help="output annotate_next.csv")
 
     p = add("report", _cmd_report, "one self-contained HTML report of a dataset")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)

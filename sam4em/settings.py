@@ -2,7 +2,7 @@
 
 Each stage reads its own frozen record (``ImportSettings``, ``TilingSettings``,
 ``TrainSettings``, ``PlanSettings``, ``InferenceSettings``, ``ComponentSettings``,
-``EvaluationSettings``), built with ``XSettings.from_config(config, ...)``.
+``AnalysisSettings``, ``EvaluationSettings``), built with ``XSettings.from_config(config, ...)``.
 :func:`check_stage_settings` builds them all at once, so a setting a stage would refuse
 is reported when the config is checked (``sam4em check-config``, or when the workflow
 starts), not after the stages before it have run. :func:`rule_settings` is the digest
@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from sam4em.analysis.settings import AnalysisSettings
 from sam4em.blocks.plan import PlanSettings
 from sam4em.data.settings import ImportSettings
 from sam4em.errors import ConfigError
@@ -44,6 +45,7 @@ def check_stage_settings(config: dict[str, Any], origin: str = "config") -> None
             ("components", lambda c=c: ComponentSettings.from_config(config, c))
             for c in config["classes"]
         ),
+        ("analysis", lambda: AnalysisSettings.from_config(config)),
         *(
             ("evaluate", lambda n=n: EvaluationSettings.from_config(config, n))
             for n, ds in config["datasets"].items()
@@ -91,6 +93,7 @@ def rule_settings(
 ) -> str:
     """The :func:`settings_digest` of what the workflow rule ``rule`` reads from a
     validated ``config``, for one ``dataset`` (and ``split`` or class ``cls``)."""
+    from sam4em.analysis.settings import labelled_slices
     from sam4em.config import dataset as dataset_config
     from sam4em.config import split_slices
 
@@ -109,6 +112,14 @@ def rule_settings(
         return settings_digest(InferenceSettings.from_config(config))
     if rule.startswith("components"):
         return settings_digest(ComponentSettings.from_config(config, str(cls)))
+    if rule == "analyze_objects":
+        return settings_digest(
+            AnalysisSettings.from_config(config).of_class(str(cls)),
+            ComponentSettings.from_config(config, str(cls)).block_shape,
+        )
+    if rule == "annotate_next":
+        a = AnalysisSettings.from_config(config)
+        return settings_digest(a.region_px, a.rows, labelled_slices(config, str(dataset)))
     if rule == "evaluate":
         return settings_digest(EvaluationSettings.from_config(config, str(dataset)))
     if rule == "report":  # the report also shows the whole config

@@ -83,6 +83,11 @@ def write_config(path: Path, datasets: dict[str, Any], **overrides: Any) -> Path
     return path
 
 
+#: a page is self-contained when it fetches nothing: no image, script or stylesheet from
+#: elsewhere (plain links, which nothing follows by itself, are allowed)
+SELF_CONTAINED = r"""(src=|<link[^>]*href=)["']?(https?:)?//"""
+
+
 def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
     """A user error: exit 2, one line on stderr naming what is wrong, no traceback."""
     assert result.returncode == 2, (result.returncode, result.stderr)

@@ -228,6 +228,14 @@ def test_unknown_dataset_name(tmp_path):
             lambda c: c["datasets"]["d"].update(voxel_size=[50, 0, 4]),
             ["datasets.d.voxel_size", "0"],
         ),
+        (  # found by building the analysis settings, before any work starts
+            lambda c: c.update(analysis={"contacts": [["synapse", "astrocyte"]]}),
+            ["analysis.contacts", "'astrocyte' is not one of"],
+        ),
+        (
+            lambda c: c.update(analysis={"distances": [["mito"]]}),
+            ["analysis.distances", "['mito']"],
+        ),
     ],
     ids=[
         "top-typo",
@@ -247,6 +255,8 @@ def test_unknown_dataset_name(tmp_path):
         "no-classes",
         "z-index-form",
         "zero-voxel",
+        "analysis-class",
+        "analysis-pair",
     ],
 )
 def test_config_errors(tmp_path, edit, fragments):

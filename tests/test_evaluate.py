@@ -9,6 +9,7 @@ import pandas as pd
 import tifffile
 import yaml
 
+from sam4em.analysis.settings import AnalysisSettings
 from sam4em.config import validate_config
 from sam4em.data.importer import import_dataset
 from sam4em.data.settings import ImportSettings
@@ -17,9 +18,11 @@ from sam4em.evaluate.settings import EvaluationSettings
 from sam4em.postprocess.instances import components_for_class
 from sam4em.postprocess.settings import ComponentSettings
 from sam4em.predict.pred_store import ensure_pred_store, store_identity
+from sam4em.report.annotate_next import annotate_next
 from sam4em.report.html_report import build_report
+from sam4em.report.viewer import write_layers
 from sam4em.train.history import write_curves, write_history
-from tests.conftest import assert_user_error, run_cli
+from tests.conftest import SELF_CONTAINED, assert_user_error, run_cli
 
 
 def _dataset(tmp_path, pred_of):
@@ -41,6 +44,7 @@ def _dataset(tmp_path, pred_of):
         }},
         "inference": {"block_shape": [4, 32, 32], "chunks": [1, 32, 32]},
         "components": {"min_volume_nm3": 0},  # the small object (8e4 nm^3) is scored
+        "analysis": {"annotate_region_px": 32},
     })  # fmt: skip
     res = tmp_path / "results" / "d"
     import_dataset(ImportSettings.from_config(config, "d"), res / "volume.zarr")
@@ -101,14 +105,23 @@ def test_report_page_has_tables_and_embedded_figures(tmp_path):
     write_history(history, res / "models" / "stage1_history.csv")
     write_curves(history, res / "models" / "stage1_curves.png", "stage 1")
     settings = EvaluationSettings.from_config(config, "d")
+    analysis = AnalysisSettings.from_config(config)  # one class: no cross-class pairs
+    layers = write_layers(res / "volume.zarr", res / "pred.zarr", res / "instances.zarr",
+                          res / "layers.json")  # fmt: skip
+    splits = {"train": range(0, 4), "val": range(4, 5), "test": range(5, 8)}
+    annotate_next(analysis, res / "pred.zarr", res / "instances.zarr", layers, splits,
+                  res / "annotate_next.csv")  # fmt: skip
     out = build_report(settings, "d", res, res / "report.html", res / "figures" / "report",
-                       "classes: [mito]\n")  # fmt: skip
+                       "classes: [mito]\n", analysis)  # fmt: skip
     page = out.read_text()
     assert '<table id="metrics">' in page and "Dice (voxel overlap" in page
     assert page.count("data:image/png;base64,") == 4  # per-slice, curves, overlay, sizes
     assert "stage 1 training: 0.5 min" in page
     assert "classes: [mito]" in page  # the configuration the run used
-    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched
+    assert '<table id="objects">' in page and "Between classes" not in page
+    # 8 slices of 4 regions (32 px of 64), the top ten shown, each with its link
+    assert page.count('<a href="https://neuroglancer') == 10 and "32 kept rows" in page
+    assert not re.search(SELF_CONTAINED, page)  # nothing fetched (links are not fetched)
 
 
 def test_evaluate_without_a_test_split_is_a_clear_error(tmp_path):

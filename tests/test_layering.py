@@ -23,6 +23,7 @@ STAGES = [
     ("train",),
     ("predict",),
     ("postprocess",),
+    ("analysis",),
     ("evaluate",),
     ("report",),
     ("settings",),

@@ -27,11 +27,13 @@ CLASSES = ("glia", "mito", "synapse")
 # two inference blocks (z0y0x0, z1y0x0); the components blocks are the same two
 COMPONENTS = {"components_label": 6, "components_contacts": 6, "components_merge": 3,
               "components_relabel": 6, "components": 3}  # fmt: skip
-AFTER_COMPONENTS = {"evaluate": 1, "report": 1, "layers": 1}
+AFTER_COMPONENTS = {"analyze_objects": 2, "evaluate": 1, "report": 1, "layers": 1,
+                    "annotate_next": 1}  # fmt: skip
 AFTER_BLOCKS = {"stitch": 1, **COMPONENTS, **AFTER_COMPONENTS}
 # a new import: everything of the dataset (the block jobs follow the new plan)
 EVERYTHING = {"import_volume", "tile", "train_stage1", "train_stage2", "plan_blocks",
-              "stitch", "components", "evaluate", "report", "layers"}  # fmt: skip
+              "stitch", "components", "analyze_objects", "evaluate", "report", "layers",
+              "annotate_next"}  # fmt: skip
 
 
 def scheduled(repo: Path, workdir: Path, config: dict, text: str | None = None) -> dict:
@@ -86,6 +88,14 @@ EDITS = {
         lambda c: c.update(evaluate={"detection_tolerance": 5}),
         {"evaluate": 1, "report": 1},
     ),
+    "analysis.shell_nm": (  # the synapses' contacts, not the mitos' distances
+        lambda c: c.update(analysis={"shell_nm": 60}),
+        {"analyze_objects": 1, "report": 1},
+    ),
+    "analysis.annotate_region_px": (
+        lambda c: c.update(analysis={"annotate_region_px": 64}),
+        {"annotate_next": 1, "report": 1},
+    ),
 }
 
 
@@ -132,6 +142,7 @@ MISSING = {
         "components_relabel": 2,
         "components": 1,
         **AFTER_COMPONENTS,
+        "analyze_objects": 1,  # mito's; the synapses' reads synapse and glia objects only
     },  # fmt: skip
     "models/stage2.pt": {"train_stage2": 1, "predict_block": 2, **AFTER_BLOCKS},
 }
@@ -159,6 +170,8 @@ def _outputs(results: Path) -> dict[str, object]:
         out[f"objects/{cls}"] = (results / "objects" / f"{cls}.csv").read_text()
     for name in ("metrics.csv", "metrics_per_slice.csv", "objects_matched.csv"):
         out[f"eval/{name}"] = (results / "eval" / name).read_text()
+    for name in ("analysis/mito.csv", "analysis/synapse.csv", "annotate_next.csv"):
+        out[name] = (results / name).read_text()
     return out
 
 

@@ -62,7 +62,12 @@ def test_slurm_outputs_equal_the_local_run(slurm_run, tiny_run):
     b = zarr.open_group(str(local / "results" / "crop" / "pred.zarr"), mode="r")
     for cls in config["classes"]:
         np.testing.assert_array_equal(a[cls]["0"][...], b[cls]["0"][...])
-    for name in ("eval/metrics.csv", "objects/mito.csv"):
+    for name in (
+        "eval/metrics.csv",
+        "objects/mito.csv",
+        "analysis/synapse.csv",
+        "annotate_next.csv",
+    ):
         assert (workdir / "results" / "crop" / name).read_text() == (
             local / "results" / "crop" / name
         ).read_text()

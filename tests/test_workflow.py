@@ -30,11 +30,13 @@ def test_dry_run_of_all_on_the_default_config(repo, tmp_path):
         "stitch": 1,
         "components_merge": 3,
         "components": 3,
+        "analyze_objects": 2,  # synapse (contacts with glia) and mito (nearest synapse)
         "evaluate": 1,
         "report": 1,
         "layers": 1,
+        "annotate_next": 1,
         "all": 1,
-        "total": 18,
+        "total": 21,
     }
     assert not (tmp_path / "results").exists()  # a dry run writes no results
 
@@ -103,6 +105,35 @@ def test_local_run_writes_every_stage(local_run):
     for cls in config["classes"]:  # probabilities: every level, each half the one before
         ms = Image.from_zarr(pred[cls]).ome_attributes.multiscales[0]
         assert [d.path for d in ms.datasets] == ["0", "1"]
+
+
+def test_local_run_measures_between_classes_and_ranks_what_to_annotate(local_run):
+    """The cross-class tables hold every object of their class, with shares in [0, 1]
+    and flags that agree with them; annotate-next ranks all 80 regions (20 slices of
+    4), least sure first, each split named and each link opening at its region."""
+    import urllib.parse
+
+    import pandas as pd
+
+    workdir, _, _ = local_run
+    res = workdir / "results" / "vnc"
+    synapse = pd.read_csv(res / "analysis" / "synapse.csv")
+    assert synapse["id"].tolist() == pd.read_csv(res / "objects" / "synapse.csv")["id"].tolist()
+    assert synapse["contact_glia"].between(0, 1).all()
+    assert (synapse["tripartite"] == (synapse["contact_glia"] >= 0.2)).all()
+    mito = pd.read_csv(res / "analysis" / "mito.csv")
+    assert mito["id"].tolist() == pd.read_csv(res / "objects" / "mito.csv")["id"].tolist()
+    near = mito["nearest_synapse_nm"].dropna()
+    assert len(near) and near.between(0, 1000).all()
+    ranked = pd.read_csv(res / "annotate_next.csv", keep_default_na=False)
+    assert len(ranked) == 80 and ranked["rank"].tolist() == list(range(1, 81))
+    assert ranked["uncertainty"].is_monotonic_decreasing
+    splits = {"train": range(0, 14), "val": range(14, 16), "test": range(16, 20)}
+    for row in ranked.itertuples():
+        assert row.z in splits[row.split]
+        state = json.loads(urllib.parse.unquote(row.neuroglancer.split("#!", 1)[1]))
+        assert state["position"] == [(row.x0 + row.x1) / 2, (row.y0 + row.y1) / 2, row.z + 0.5]
+        assert state["layers"][0]["source"].startswith("zarr3://http://127.0.0.1:8000/")
 
 
 def test_second_run_has_nothing_to_do(repo, local_run):
@@ -199,11 +230,13 @@ def test_a_users_config_file_replaces_the_default(repo, tmp_path):
         "stitch": 2,
         "components_merge": 4,
         "components": 4,
+        "analyze_objects": 2,  # mito's nearest synapse (no glia: no contacts)
         "evaluate": 2,
         "report": 2,
         "layers": 2,
+        "annotate_next": 2,
         "all": 1,
-        "total": 25,
+        "total": 29,
     }
     assert "results-own/stack_b/report.html" in r.stdout
     assert "results/vnc" not in r.stdout

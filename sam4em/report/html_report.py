@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sam4em.analysis.settings import AnalysisSettings, flag_column
 from sam4em.errors import InputDataError
 from sam4em.evaluate.run_evaluation import truth_and_mask
 from sam4em.evaluate.settings import EvaluationSettings
 from sam4em.io.atomic import write_bytes_atomic
-from sam4em.io.zarr_store import PREDICTION, VOLUME
+from sam4em.io.zarr_store import PREDICTION, VOLUME, class_array
 from sam4em.model.checkpoint import read_checkpoint
+from sam4em.predict.pred_store import UNCERTAINTY
 from sam4em.report import figures
 
 # metric name -> (label a biologist reads, how to print it)
@@ -102,6 +104,103 @@ def _stage_choice(summary: dict) -> str:
     )
 
 
+def _table(table_id: str, head: list[str], rows: list[list[str]]) -> str:
+    """An HTML table; cells are already HTML."""
+    th = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table id="{table_id}"><tr>{th}</tr>{body}</table>'
+
+
+def _median(values: pd.Series, fmt: str) -> str:
+    return fmt.format(values.median()) if len(values.dropna()) else "–"
+
+
+def _object_summary(tables: dict[str, pd.DataFrame]) -> str:
+    """Per class: object count and the medians of the object table's new columns."""
+    rows = [
+        [html.escape(cls), str(len(t)), _median(t["volume_nm3"] / 1e9, "{:.4f}"),
+         _median(t["confidence"], "{:.2f}"), _median(t["uncertainty"], "{:.2f}"),
+         _median(t["surface_nm2"] / 1e6, "{:.3f}"), _median(t["elongation"], "{:.1f}"),
+         _median(t["sphericity"], "{:.2f}"),
+         f"{100 * t['truncated'].mean():.0f} %" if len(t) else "–"]
+        for cls, t in tables.items()
+    ]  # fmt: skip
+    head = ["class", "objects", "median volume (µm³)", "median confidence",
+            "median uncertainty (bits)", "median surface (µm²)", "median elongation",
+            "median sphericity", "cut by the volume's border"]  # fmt: skip
+    return (
+        _table("objects", head, rows)
+        + "<p>Every object's row is in <code>objects/{class}.csv</code> (README, “The "
+        "object tables”).</p>"
+    )
+
+
+def _analysis_section(analysis: AnalysisSettings, res: Path, figure: Path) -> str:
+    """The cross-class measures: a summary table and the distributions' histograms."""
+    rows, panels = [], []
+    for a, b in analysis.contacts:
+        t = pd.read_csv(res / "analysis" / f"{a}.csv")
+        share, flag = t[f"contact_{b}"], t[flag_column(a, b)].astype(bool)
+        rows.append([
+            html.escape(f"{a} → {b}"), str(len(t)),
+            f"share of a {analysis.shell_nm:g} nm shell in {html.escape(b)}: median "
+            f"{_median(share, '{:.2f}')}",
+            f"{int(flag.sum())} ({100 * flag.mean():.0f} %) at ≥ {analysis.contact_share:g}"
+            f" (<code>{flag_column(a, b)}</code>)" if len(t) else "–",
+        ])  # fmt: skip
+        panels.append((f"{a}: share of a {analysis.shell_nm:g} nm shell in {b}",
+                       share.to_numpy(), f"contact_{b}", analysis.contact_share))  # fmt: skip
+    for a, b in analysis.distances:
+        t = pd.read_csv(res / "analysis" / f"{a}.csv")
+        d = t[f"nearest_{b}_nm"]
+        rows.append([
+            html.escape(f"{a} → {b}"), str(len(t)),
+            f"distance to the nearest {html.escape(b)}: median {_median(d, '{:.0f}')} nm",
+            f"{int(d.isna().sum())} farther than {analysis.max_distance_nm:g} nm",
+        ])  # fmt: skip
+        panels.append((f"{a}: distance to the nearest {b}", d.to_numpy(np.float64),
+                       f"nearest_{b}_nm (nm)", None))  # fmt: skip
+    drawn = figures.analysis_distributions(panels, figure)
+    if not rows:
+        return ""
+    return (
+        "<h2>Between classes (whole volume)</h2>"
+        + _table("contacts", ["pair", "objects", "measure", "flagged"], rows)
+        + _img(drawn, "cross-class measures")
+        + "<p>Per object in <code>analysis/{class}.csv</code>; the pairs, the shell width "
+        "and the share are <code>analysis.*</code> keys (config/README.md).</p>"
+    )
+
+
+def _annotate_next_section(path: Path, name: str, shown: int = 10) -> str:
+    """The top of the annotate-next list and how to use it."""
+    t = pd.read_csv(path, keep_default_na=False)
+    classes = [c.removeprefix("objects_") for c in t.columns if c.startswith("objects_")]
+    rows = [
+        [str(r["rank"]), str(r["z"]), html.escape(str(r["split"]) or "none"),
+         f"y {r['y0']}–{r['y1']}, x {r['x0']}–{r['x1']}", f"{float(r['uncertainty']):.3f}",
+         ", ".join(f"{html.escape(c)} {r[f'objects_{c}']}" for c in classes),
+         f'<a href="{html.escape(str(r["neuroglancer"]))}">open</a>']
+        for _, r in t.head(shown).iterrows()
+    ]  # fmt: skip
+    head = ["rank", "slice", "labelled in", "region (pixels)", "mean uncertainty (bits)",
+            "predicted objects", "neuroglancer"]  # fmt: skip
+    unlabelled = int((t["split"] == "").sum())
+    return (
+        "<h2>What to annotate next</h2><p>The regions where the model is least sure, "
+        f"ranked (all {len(t)} kept rows in <code>annotate_next.csv</code>; {unlabelled} of "
+        "them lie on slices no split labels yet). The links open neuroglancer at the "
+        f"region once the results are served: <code>sam4em view results/{html.escape(name)}"
+        " --serve</code>.</p>"
+        + _table("annotate-next", head, rows)
+        + "<p>To teach the model these places: paint the classes on those slices in the "
+        "label image (<code>datasets.NAME.labels</code>), widen "
+        "<code>datasets.NAME.split.train</code> (or <code>val</code>) to take the slices, "
+        "never the test slices, and run the workflow again: the changed split reruns the "
+        "tiling, both training stages and everything after them.</p>"
+    )
+
+
 def _training_minutes(history: Path) -> float | None:
     if not history.is_file():
         return None
@@ -116,16 +215,20 @@ def build_report(
     out: str | os.PathLike[str],
     figure_dir: str | os.PathLike[str],
     config_text: str,
+    analysis: AnalysisSettings,
 ) -> Path:
     """Write ``out`` (HTML) and its figures (PNG, also kept in ``figure_dir``); the
-    report ends with ``config_text``, the configuration the run used."""
+    report ends with ``config_text``, the configuration the run used; ``analysis``: what
+    the cross-class measures and the annotate-next list were made with."""
     res = Path(results)
     fig_dir = Path(figure_dir)
-    needed = ["eval/metrics.csv", "eval/metrics_per_slice.csv", "predictions.json"]
+    needed = ["eval/metrics.csv", "eval/metrics_per_slice.csv", "predictions.json",
+              "annotate_next.csv"]  # fmt: skip
+    needed += [f"analysis/{c}.csv" for c in analysis.analysed_classes()]
     missing = [n for n in needed if not (res / n).is_file()]
     if missing:
         raise InputDataError(
-            f"{res}: no {', '.join(missing)}; run the stitch and evaluate steps first"
+            f"{res}: no {', '.join(missing)}; run the workflow's steps before the report first"
         )
     metrics = pd.read_csv(res / "eval" / "metrics.csv")
     per_slice = pd.read_csv(res / "eval" / "metrics_per_slice.csv")
@@ -161,15 +264,23 @@ def build_report(
         + _stage_choice(summary)
         + "".join(_img(p, p.stem) for p in curves if p.is_file())
     )
-    parts = ["<h2>Examples</h2>"]
+    parts = [
+        "<h2>Where it is right and wrong</h2><p>One test slice per class (the one with the "
+        "most annotation): in the middle, green is where sam4em and the annotation agree, "
+        "magenta what sam4em predicts and the annotation lacks, orange what the annotation "
+        "has and sam4em missed; on the right, the model's uncertainty (the binary entropy "
+        "of its probability). Classes with small objects get zoomed crops below.</p>"
+    ]
+    unsure = pred[UNCERTAINTY]
     for cls in dict.fromkeys(metrics["class"]):
         truth, mask = truth_and_mask(settings, vol, pred, cls)
         k = int(np.argmax(truth.sum(axis=(1, 2))))
         raw = np.asarray(vol["raw"][z.start + k])
-        path = figures.overlays(
-            raw, truth[k], mask[k], z.start + k, cls, fig_dir / "overlays" / f"overlay_{cls}.png"
+        u = np.asarray(class_array(unsure, res / "pred.zarr" / UNCERTAINTY, cls)[z.start + k])
+        path = figures.error_maps(
+            raw, truth[k], mask[k], u, z.start + k, cls, fig_dir / "overlays" / f"overlay_{cls}.png"
         )
-        parts.append(_img(path, f"{cls} overlay"))
+        parts.append(_img(path, f"{cls} errors and uncertainty"))
     sections.append("".join(parts))
     tables = {
         c: pd.read_csv(res / "objects" / f"{c}.csv")
@@ -177,9 +288,12 @@ def build_report(
         if (res / "objects" / f"{c}.csv").is_file()
     }
     sections.append(
-        "<h2>Object sizes (whole volume)</h2>"
+        "<h2>Objects (whole volume)</h2>"
+        + _object_summary(tables)
         + _img(figures.size_histograms(tables, fig_dir / "object_sizes.png"), "object sizes")
     )
+    sections.append(_analysis_section(analysis, res, fig_dir / "analysis.png"))
+    sections.append(_annotate_next_section(res / "annotate_next.csv", name))
     sections.append("<h2>Configuration</h2><pre>" + html.escape(config_text) + "</pre>")
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"

@@ -141,10 +141,16 @@ def read_layers(results: str | os.PathLike[str]) -> dict[str, Any]:
         raise InputDataError(f"{path}: not a layers file ({exc})") from None
 
 
-def neuroglancer_url(record: dict[str, Any], data_url: str, client: str = NEUROGLANCER) -> str:
+def neuroglancer_url(
+    record: dict[str, Any],
+    data_url: str,
+    client: str = NEUROGLANCER,
+    position: tuple[float, float, float] | None = None,
+) -> str:
     """A link to the neuroglancer ``client`` (its page's URL) showing every layer of
     ``record``, read from ``data_url`` (the results folder as served, e.g. by
-    :func:`serve`); probabilities start hidden."""
+    :func:`serve`); probabilities start hidden. ``position``: the (z, y, x) voxel the
+    view opens at (default: the volume's centre)."""
     layers = []
     for layer in record["layers"]:
         image = layer["kind"] == "image"
@@ -159,7 +165,10 @@ def neuroglancer_url(record: dict[str, Any], data_url: str, client: str = NEUROG
     vz, vy, vx = (v * 1e-9 for v in record["voxel_size_nm"])
     # x and y first: neuroglancer's xy panel shows the first two dimensions (a section)
     dimensions = {"x": [vx, "m"], "y": [vy, "m"], "z": [vz, "m"]}
-    state = {"dimensions": dimensions, "layers": layers, "layout": "xy"}
+    state: dict[str, Any] = {"dimensions": dimensions, "layers": layers, "layout": "xy"}
+    if position is not None:
+        z, y, x = position
+        state["position"] = [float(x), float(y), float(z)]
     return f"{client}#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")))
 
 

@@ -10,6 +10,7 @@
 import shlex
 import sys
 
+from sam4em.analysis.settings import AnalysisSettings
 from sam4em.blocks.plan import block_ids as sam4em_block_ids
 from sam4em.config import validate_config, write_effective_config
 from sam4em.data.importer import input_paths, inputs_fingerprint
@@ -39,6 +40,7 @@ CONFIG_FILE = str(write_effective_config(config, ".snakemake/sam4em"))
 # every rule calls the package with the interpreter that runs Snakemake
 SAM4EM = f"{shlex.quote(sys.executable)} -m sam4em"
 DEMO_DEST = config["demo"]["dest"].rstrip("/")
+ANALYSIS = AnalysisSettings.from_config(config)
 
 
 wildcard_constraints:
@@ -100,7 +102,8 @@ def dataset_targets(dataset):
     """Every output of one dataset's chain that the block plan does not decide, the
     intermediate ones included (Snakemake rebuilds a missing file only when something
     asks for it): volume, tiles, models, plan, predictions, each class's merge files and
-    objects, metrics, report and viewer layers (nothing but tiles without a model)."""
+    objects, the cross-class measures, metrics, report, viewer layers and the
+    annotate-next list (nothing but tiles without a model)."""
     splits = labelled_splits(dataset)
     out = [res("volume.zarr", dataset=dataset)]
     out += expand(res("tiles", "{split}.zarr", dataset=dataset), split=splits)
@@ -115,13 +118,14 @@ def dataset_targets(dataset):
         names = ("merge.json", "final.npy", "table.csv")
         out += [res("components", cls, name, dataset=dataset) for name in names]
         out.append(res("objects", f"{cls}.csv", dataset=dataset))
+    out += [res("analysis", f"{c}.csv", dataset=dataset) for c in ANALYSIS.analysed_classes()]
     if evaluated(dataset):
         names = ("metrics.csv", "metrics_per_slice.csv", "objects_matched.csv")
         out += [res("eval", name, dataset=dataset) for name in names]
         out.append(res("report.html", dataset=dataset))
-        names = ("per_slice_dice.png", "object_sizes.png", "overlays")
+        names = ("per_slice_dice.png", "object_sizes.png", "analysis.png", "overlays")
         out += [res("figures", "report", name, dataset=dataset) for name in names]
-    out.append(res("layers.json", dataset=dataset))
+    out += [res(name, dataset=dataset) for name in ("layers.json", "annotate_next.csv")]
     return out
 
 

@@ -44,14 +44,21 @@ rule report:
         metrics=res("eval", "metrics.csv"),
         per_slice=res("eval", "metrics_per_slice.csv"),
         volume=res("volume.zarr"),
-        predictions=res("predictions.json"),
+        predictions=res("predictions.json"),  # pred.zarr (and its uncertainty) is complete
         objects=expand(res("objects", "{cls}.csv", dataset="{{dataset}}"), cls=config["classes"]),
+        analysis=expand(
+            res("analysis", "{cls}.csv", dataset="{{dataset}}"), cls=ANALYSIS.analysed_classes()
+        ),
+        annotate_next=res("annotate_next.csv"),
         models=own_models,
     output:
         html=res("report.html"),
         per_slice=report(res("figures", "report", "per_slice_dice.png"), category="{dataset}"),
         sizes=report(res("figures", "report", "object_sizes.png"), category="{dataset}"),
-        # one overlay per labelled class (a partly labelled dataset has fewer)
+        # the cross-class histograms (a note when analysis configures no pairs)
+        analysis=report(res("figures", "report", "analysis.png"), category="{dataset}"),
+        # per labelled class (a partly labelled dataset has fewer): error map, uncertainty
+        # and, for small objects, zoomed crops
         overlays=report(
             directory(res("figures", "report", "overlays")),
             patterns=["overlay_{cls}.png"],

@@ -1,0 +1,1 @@
+"""Measures across classes and what to annotate next, from the finished objects."""
