@@ -120,7 +120,7 @@ def test_local_run_measures_between_classes_and_ranks_what_to_annotate(local_run
     synapse = pd.read_csv(res / "analysis" / "synapse.csv")
     assert synapse["id"].tolist() == pd.read_csv(res / "objects" / "synapse.csv")["id"].tolist()
     assert synapse["contact_glia"].between(0, 1).all()
-    assert (synapse["tripartite"] == (synapse["contact_glia"] >= 0.2)).all()
+    assert (synapse["tripartite"] == (synapse["contact_glia"] >= 0.05)).all()
     mito = pd.read_csv(res / "analysis" / "mito.csv")
     assert mito["id"].tolist() == pd.read_csv(res / "objects" / "mito.csv")["id"].tolist()
     near = mito["nearest_synapse_nm"].dropna()

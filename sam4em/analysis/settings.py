@@ -75,15 +75,13 @@ class AnalysisSettings:
         return list(dict.fromkeys(firsts))
 
     def of_class(self, cls: str) -> tuple[Any, ...]:
-        """What the measures of ``cls``'s objects read: its pairs, the shell and the
-        distance settings (its job's settings digest)."""
-        return (
-            tuple(p for p in self.contacts if p[0] == cls),
-            tuple(p for p in self.distances if p[0] == cls),
-            self.shell_nm,
-            self.contact_share,
-            self.max_distance_nm,
-        )
+        """What the measures of ``cls``'s objects read (its job's settings digest): its
+        pairs, the shell and share when it has contacts, the bound when it has distances."""
+        contacts = tuple(p for p in self.contacts if p[0] == cls)
+        distances = tuple(p for p in self.distances if p[0] == cls)
+        shell = (self.shell_nm, self.contact_share) if contacts else ()
+        bound = (self.max_distance_nm,) if distances else ()
+        return contacts, distances, shell, bound
 
 
 def labelled_slices(config: dict[str, Any], name: str) -> dict[str, range]:

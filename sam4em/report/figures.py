@@ -34,6 +34,8 @@ def per_slice_dice(per_slice: pd.DataFrame, out: str | os.PathLike[str]) -> Path
 def size_histograms(tables: dict[str, pd.DataFrame], out: str | os.PathLike[str]) -> Path:
     """Histograms of object volumes (cubic micrometres, log scale) per class."""
     plt = pyplot()
+    from matplotlib.ticker import NullFormatter
+
     fig, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 3.2), squeeze=False)
     for ax, (cls, table) in zip(axes[0], tables.items(), strict=True):
         volumes = table["volume_nm3"].to_numpy() / 1e9
@@ -41,6 +43,7 @@ def size_histograms(tables: dict[str, pd.DataFrame], out: str | os.PathLike[str]
             bins = np.logspace(np.log10(volumes.min()), np.log10(volumes.max()) + 1e-9, 25)
             ax.hist(volumes, bins=bins, color="tab:blue")
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow range: decades only
         ax.set_title(f"{cls}: {len(volumes)} objects")
         ax.set_xlabel("object volume (µm³)")
         ax.set_ylabel("count")
@@ -124,13 +127,14 @@ def error_maps(
     fig, axes = plt.subplots(rows, 3, figsize=(13, 4.6 * rows), squeeze=False)
     errors = error_rgb(raw, truth, pred)
     axes[0, 0].imshow(raw, cmap="gray", vmin=0, vmax=255)
-    axes[0, 0].set_title(f"EM, test slice {z}")
+    axes[0, 0].set_title(f"EM, test slice {z}", fontsize=10)
     axes[0, 1].imshow(errors)
-    axes[0, 1].set_title(f"{cls}: sam4em against the annotation")
+    axes[0, 1].set_title(f"{cls}: sam4em against the annotation", fontsize=10)
     axes[0, 2].imshow(raw, cmap="gray", vmin=0, vmax=255)
-    heat = axes[0, 2].imshow(uncertainty.astype(np.float32) / 255, cmap="magma", vmin=0, vmax=1,
-                             alpha=0.6)  # fmt: skip
-    axes[0, 2].set_title(f"{cls}: uncertainty (bits, 1 = a coin toss)")
+    # the EM shows through wherever the model is sure (under 0.05 bits)
+    bits = np.ma.masked_less(uncertainty.astype(np.float32) / 255, 0.05)
+    heat = axes[0, 2].imshow(bits, cmap="magma", vmin=0, vmax=1)
+    axes[0, 2].set_title(f"{cls}: uncertainty (bits; 1 = a coin toss)", fontsize=10)
     fig.colorbar(heat, ax=axes[0, 2], fraction=0.046, pad=0.02)
     handles = [Patch(color=c, label=name) for name, c in ERROR_COLOURS.items()]
     axes[0, 1].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02),
@@ -161,7 +165,8 @@ def analysis_distributions(
         finite = values[np.isfinite(values)]
         ax.hist(finite, bins=20, color="tab:purple")
         if mark is not None:
-            ax.axvline(mark, color="k", ls="--", lw=1)
+            ax.axvline(mark, color="k", ls="--", lw=1, label=f"flagged at ≥ {mark:g}")
+            ax.legend(fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("objects")
