@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import pytest
 import tifffile
 import yaml
 
@@ -133,3 +134,26 @@ def test_evaluate_without_a_test_split_is_a_clear_error(tmp_path):
                 str(res / "volume.zarr"), "--pred", str(res / "pred.zarr"), "--instances",
                 str(res / "instances.zarr"), "--out-dir", str(res / "eval"))  # fmt: skip
     assert_user_error(r, "datasets.d", "no test split")
+
+
+def test_error_map_colours_each_kind_and_zooms_on_small_objects(tmp_path):
+    from sam4em.report import figures
+
+    raw = np.full((200, 200), 100, np.uint8)
+    truth = np.zeros(raw.shape, bool)
+    pred = np.zeros(raw.shape, bool)
+    truth[10:14, 10:14] = pred[12:16, 12:16] = True  # overlap at 12:14
+    rgb = figures.error_rgb(raw, truth, pred)
+    colours = list(figures.ERROR_COLOURS.values())
+    grey = 100 / 255
+    for (y, x), colour in zip([(12, 12), (15, 15), (10, 10)], colours, strict=True):
+        assert rgb[y, x] == pytest.approx([0.45 * grey + 0.55 * c for c in colour], abs=1e-6)
+    assert rgb[100, 100] == pytest.approx([grey] * 3)  # background untouched
+    assert figures.small_objects(truth) and not figures.small_objects(np.ones_like(truth))
+    truth[150:154, 150:154] = True  # missed entirely: 16 wrong pixels, fewer than the 24
+    assert figures.zoom_boxes(truth, pred, 32) == [(0, 0), (136, 136)]  # of the first
+    u = np.zeros(raw.shape, np.uint8)
+    out = figures.error_maps(raw, truth, pred, u, 3, "synapse", tmp_path / "e.png")
+    from PIL import Image
+
+    assert Image.open(out).size[1] > 600  # two rows: the overview and the zoomed crops

@@ -56,6 +56,14 @@ def test_report_renders_with_tables_and_decoded_images(report, tmp_path):
     found = re.search(r'<p id="model-choice">(.*?)</p>', dom, re.S)
     assert found and f"{choice['stage2_val_dice']:.3f}" in found[1]
     assert ("memory on" if choice["model_stage"] == 2 else "memory off") in found[1]
+    # the biologist's sections: error maps and uncertainty per class, the object summary,
+    # the cross-class measures, what to annotate next
+    for table in ("objects", "contacts", "annotate-next"):
+        assert f'<table id="{table}">' in dom, table
+    assert dom.count("errors and uncertainty") == 3
+    rho = re.search(r'id="uncertainty-check">.*?<b>(-?[\d.]+)</b>', dom, re.S)
+    assert rho and -1 <= float(rho[1]) <= 1
+    assert dom.count(">open</a>") == 10  # the top ten regions, each with its link
     shot = tmp_path / "report.png"
     subprocess.run(
         [CHROMIUM, *FLAGS, f"--screenshot={shot}", "--window-size=1200,3000", report.as_uri()],

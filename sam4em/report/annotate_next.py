@@ -40,18 +40,32 @@ def slice_regions(
 ) -> list[dict[str, Any]]:
     """One row per region of one slice: each class's mean uncertainty (bits) and object
     count, from its uint8 ``uncertainty`` (x 255) and instance ``objects`` images."""
-    some = next(iter(uncertainty.values()))
-    rows = []
-    for y0, y1 in region_edges(some.shape[0], step):
-        for x0, x1 in region_edges(some.shape[1], step):
-            row: dict[str, Any] = {"y0": y0, "y1": y1, "x0": x0, "x1": x1}
-            for cls, u in uncertainty.items():
-                row[f"uncertainty_{cls}"] = float(u[y0:y1, x0:x1].mean()) / 255
-            for cls, ids in objects.items():
-                found = np.unique(ids[y0:y1, x0:x1])
-                row[f"objects_{cls}"] = int(np.count_nonzero(found))
-            rows.append(row)
+    h, w = next(iter(uncertainty.values())).shape
+    rows: list[dict[str, Any]] = [
+        {"y0": y0, "y1": y1, "x0": x0, "x1": x1}
+        for y0, y1 in region_edges(h, step)
+        for x0, x1 in region_edges(w, step)
+    ]
+    for cls, u in uncertainty.items():
+        for row, mean in zip(rows, region_means(u[None], step), strict=True):
+            row[f"uncertainty_{cls}"] = mean / 255
+    for cls, ids in objects.items():
+        for row in rows:
+            found = np.unique(ids[row["y0"] : row["y1"], row["x0"] : row["x1"]])
+            row[f"objects_{cls}"] = int(np.count_nonzero(found))
     return rows
+
+
+def region_means(stack: np.ndarray, step: int) -> np.ndarray:
+    """The mean of each region (:func:`region_edges`) of every slice of ``stack``, slice
+    by slice, row by row: one value per region."""
+    _, h, w = stack.shape
+    return np.array([
+        float(np.mean(stack[k, y0:y1, x0:x1]))
+        for k in range(stack.shape[0])
+        for y0, y1 in region_edges(h, step)
+        for x0, x1 in region_edges(w, step)
+    ])  # fmt: skip
 
 
 def split_of(z: int, splits: Mapping[str, range]) -> str:

@@ -20,6 +20,7 @@ from sam4em.io.zarr_store import PREDICTION, VOLUME, class_array
 from sam4em.model.checkpoint import read_checkpoint
 from sam4em.predict.pred_store import UNCERTAINTY
 from sam4em.report import figures
+from sam4em.report.annotate_next import region_means
 
 # metric name -> (label a biologist reads, how to print it)
 SHOWN = {
@@ -172,6 +173,21 @@ def _analysis_section(analysis: AnalysisSettings, res: Path, figure: Path) -> st
     )
 
 
+def _uncertainty_check(wrong: np.ndarray, doubt: np.ndarray) -> str:
+    """Whether the uncertainty points at the errors: the rank correlation, over the test
+    slices' regions, of the share of wrong voxels and the mean uncertainty."""
+    if len(wrong) < 3 or np.ptp(wrong) == 0 or np.ptp(doubt) == 0:
+        return ""
+    rho = pd.Series(wrong).corr(pd.Series(doubt), method="spearman")
+    return (
+        f'<p id="uncertainty-check">Does the uncertainty point at the errors? Over the '
+        f"{len(wrong)} regions of the test slices (the annotate-next regions), the share of "
+        "wrong voxels and the mean uncertainty, both averaged over the classes, have a "
+        f"rank correlation (Spearman) of <b>{rho:.2f}</b> (1: the least sure regions are "
+        "exactly the most wrong ones; 0: no relation).</p>"
+    )
+
+
 def _annotate_next_section(path: Path, name: str, shown: int = 10) -> str:
     """The top of the annotate-next list and how to use it."""
     t = pd.read_csv(path, keep_default_na=False)
@@ -272,15 +288,25 @@ def build_report(
         "of its probability). Classes with small objects get zoomed crops below.</p>"
     ]
     unsure = pred[UNCERTAINTY]
+    wrong, doubt = [], []  # per labelled class: region error rates and uncertainties
     for cls in dict.fromkeys(metrics["class"]):
         truth, mask = truth_and_mask(settings, vol, pred, cls)
         k = int(np.argmax(truth.sum(axis=(1, 2))))
         raw = np.asarray(vol["raw"][z.start + k])
-        u = np.asarray(class_array(unsure, res / "pred.zarr" / UNCERTAINTY, cls)[z.start + k])
+        u = np.asarray(class_array(unsure, res / "pred.zarr" / UNCERTAINTY, cls)[z.start : z.stop])
         path = figures.error_maps(
-            raw, truth[k], mask[k], u, z.start + k, cls, fig_dir / "overlays" / f"overlay_{cls}.png"
+            raw,
+            truth[k],
+            mask[k],
+            u[k],
+            z.start + k,
+            cls,
+            fig_dir / "overlays" / f"overlay_{cls}.png",
         )
         parts.append(_img(path, f"{cls} errors and uncertainty"))
+        wrong.append(region_means(truth != mask, analysis.region_px))
+        doubt.append(region_means(u / 255, analysis.region_px))
+    parts.append(_uncertainty_check(np.mean(wrong, axis=0), np.mean(doubt, axis=0)))
     sections.append("".join(parts))
     tables = {
         c: pd.read_csv(res / "objects" / f"{c}.csv")
