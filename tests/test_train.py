@@ -136,12 +136,19 @@ def test_resume_after_kill_ends_where_an_uninterrupted_run_ends(vnc_tiles, stage
     pd.testing.assert_frame_equal(a.drop(columns="elapsed_s"), b.drop(columns="elapsed_s"))
 
 
-@pytest.mark.slow  # real training runs
-def test_stage2_starts_from_stage1(vnc_tiles, stage1):
+@pytest.fixture(scope="module")
+def stage2(vnc_tiles, stage1):
+    """Stage 2 trained from ``stage1`` through the CLI (once for the tests that read it)."""
     tmp, cfg, tiles = vnc_tiles
     out = tmp / "run" / "models" / "stage2.pt"
     r = _train(cfg, tiles, 2, out, "--init", str(stage1))
     assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow  # real training runs
+def test_stage2_starts_from_stage1(stage1, stage2):
+    out = stage2
     s1, s2 = read_checkpoint(stage1)["state_dict"], read_checkpoint(out)["state_dict"]
     assert set(s1) == set(s2)
     encoder = [k for k in s1 if k.startswith("image_encoder.")]
@@ -231,11 +238,8 @@ def test_batches_prepared_ahead_are_the_batches_drawn_in_turn_and_resume_exactly
 
 
 @pytest.mark.slow  # real training runs
-def test_stage2_stores_val_thresholds_that_do_at_least_as_well_as_half(vnc_tiles, stage1):
-    tmp, cfg, tiles = vnc_tiles
-    out = tmp / "thresholds" / "stage2.pt"
-    assert _train(cfg, tiles, 2, out, "--init", str(stage1)).returncode == 0
-    extra = read_checkpoint(out)["extra"]
+def test_stage2_stores_val_thresholds_that_do_at_least_as_well_as_half(stage2):
+    extra = read_checkpoint(stage2)["extra"]
     assert set(extra["thresholds"]) == {"glia", "mito", "synapse"}
     assert all(t in THRESHOLD_LEVELS for t in extra["thresholds"].values())
     for cls, at_half in extra["val_dice"].items():
