@@ -368,7 +368,7 @@ def test_stores_of_the_wrong_kind_or_missing_are_one_line_errors(tmp_path):
     components(pred, "has no class 'glia'", "it holds mito", cls="glia")
     _fails(tmp_path, "report", "--config", str(cfg), "--dataset", "d", "--results",
            str(tmp_path), "--out", str(tmp_path / "r.html"), "--figures", str(tmp_path / "f"),
-           fragments=("eval/metrics.csv", "run the workflow's steps before the report first"))  # fmt: skip
+           fragments=("eval/metrics.csv", "steps before the report first"))  # fmt: skip
     _fails(tmp_path, "tile", "--config", str(cfg), "--dataset", "d", "--split", "train",
            "--volume", str(pred), "--out", str(tmp_path / "t.zarr"),
            fragments=("not a sam4em volume store",))  # fmt: skip
