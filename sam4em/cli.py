@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from sam4em import __version__
 from sam4em.errors import ConfigError, InputDataError, Sam4emError
 from sam4em.progress import set_quiet
+from sam4em.report import SERVE_HOST, SERVE_PORT
 
 log = logging.getLogger("sam4em")
 DEFAULT_CONFIG = "config/config.yaml"
@@ -185,9 +186,9 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
             f"analysis.distances (those are: {', '.join(settings.analysed_classes()) or 'none'})"
         )
     voxel = VOLUME.open(args.volume).attrs["sam4em"]["voxel_size_nm"]
-    block = ComponentSettings.from_config(config, args.cls).block_shape
+    components = ComponentSettings.from_config(config, args.cls)
     table = write_object_analysis(
-        settings, args.cls, args.instances, args.objects, voxel, block, args.out
+        settings, args.cls, args.instances, args.objects, voxel, components, args.out
     )
     print(f"{args.cls}: measured {len(table)} object(s) into {args.out}")
 
@@ -433,8 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("view", _cmd_view, "open a dataset's results in napari or neuroglancer", False)
     p.add_argument("results", help="a dataset's results folder (results/{dataset})")
     p.add_argument("--serve", action="store_true", help="serve the folder for neuroglancer")
-    p.add_argument("--host", default="127.0.0.1", help="address to serve on (--serve)")
-    p.add_argument("--port", type=int, default=8000, help="port to serve on (0: any free one)")
+    p.add_argument("--host", default=SERVE_HOST, help="address to serve on (--serve)")
+    p.add_argument(
+        "--port", type=int, default=SERVE_PORT, help="port to serve on (0: any free one)"
+    )
     return parser
 
 

@@ -30,10 +30,11 @@ import pandas as pd
 from scipy import ndimage
 
 from sam4em.analysis.settings import AnalysisSettings, flag_column
-from sam4em.blocks.plan import COMPONENTS_BLOCK, Box, core_boxes, default_block_shape
+from sam4em.blocks.plan import Box, core_boxes
 from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_bytes_atomic
 from sam4em.io.zarr_store import INSTANCES, class_array
+from sam4em.postprocess.settings import ComponentSettings
 
 
 def halo_voxels(width_nm: float, voxel_nm: Sequence[float]) -> tuple[int, int, int]:
@@ -66,7 +67,7 @@ def shell_counts(
     in_core[core] = True
     out = {}
     for j, box in enumerate(ndimage.find_objects(local), start=1):
-        if box is None or j >= len(ids):
+        if box is None:
             continue
         grown = tuple(
             slice(max(0, s.start - h), min(n, s.stop + h))
@@ -120,10 +121,10 @@ def object_analysis(
     labels = arrays[cls]
     shape = labels.shape  # type: ignore[attr-defined]
     table = pd.DataFrame({"id": objects["id"].to_numpy()})
+    halo = halo_voxels(settings.shell_nm, voxel_nm)
     for _, b in (p for p in settings.contacts if p[0] == cls):
         shell = dict.fromkeys(table["id"], 0)
         touch = dict.fromkeys(table["id"], 0)
-        halo = halo_voxels(settings.shell_nm, voxel_nm)
         for _, core in core_boxes(shape, block_shape):
             read = core.grown(halo, shape)
             counts = shell_counts(
@@ -138,11 +139,11 @@ def object_analysis(
                           out=np.zeros_like(n))  # fmt: skip
         table[f"contact_{b}"] = share
         table[flag_column(cls, b)] = share >= settings.contact_share
+    reach = tuple(h + 1 for h in halo_voxels(settings.max_distance_nm, voxel_nm))
     for _, b in (p for p in settings.distances if p[0] == cls):
         best = dict.fromkeys(table["id"], math.inf)
-        halo = tuple(h + 1 for h in halo_voxels(settings.max_distance_nm, voxel_nm))
         for _, core in core_boxes(shape, block_shape):
-            read = core.grown(halo, shape)
+            read = core.grown(reach, shape)
             found = nearest_distances(
                 _read(labels, read), _read(arrays[b], read) > 0, _core_in(read, core), voxel_nm
             )
@@ -160,12 +161,12 @@ def write_object_analysis(
     instances: str | os.PathLike[str],
     objects_dir: str | os.PathLike[str],
     voxel_nm: Sequence[float],
-    block_shape: Sequence[int] | None,
+    components: ComponentSettings,
     out: str | os.PathLike[str],
 ) -> pd.DataFrame:
     """Measure ``cls``'s objects (``objects_dir/{cls}.csv``, ids of ``instances``) against
-    each partner class of its pairs and write the table to ``out`` (CSV). Blocks of
-    ``block_shape`` (default: the store's chunk grid up to the components block)."""
+    each partner class of its pairs and write the table to ``out`` (CSV), a block of
+    ``components`` (the class's components blocks) at a time."""
     root = INSTANCES.open(instances)
     needed = [cls] + [b for a, b in settings.contacts + settings.distances if a == cls]
     arrays = {c: class_array(root, instances, c) for c in dict.fromkeys(needed)}
@@ -174,7 +175,7 @@ def write_object_analysis(
         raise InputDataError(f"{path}: not found; run the components step of '{cls}' first")
     objects = pd.read_csv(path)
     own = arrays[cls]
-    block = block_shape or default_block_shape(own.shape, own.chunks, COMPONENTS_BLOCK)
+    block = components.block_for(own.shape, own.chunks)
     table = object_analysis(settings, cls, objects, arrays, voxel_nm, block)
     write_bytes_atomic(out, table.to_csv(index=False, float_format="%.6g").encode())
     return table

@@ -24,10 +24,11 @@ from sam4em.io.atomic import write_bytes_atomic
 from sam4em.io.zarr_store import INSTANCES, PREDICTION, class_array
 from sam4em.predict.pred_store import UNCERTAINTY
 from sam4em.progress import progress
+from sam4em.report import SERVE_HOST, SERVE_PORT
 from sam4em.report.viewer import neuroglancer_url
 
-#: where ``sam4em view --serve`` serves a results folder by default (the links' data URL)
-SERVED_AT = "http://127.0.0.1:8000"
+#: the links' data URL: where ``sam4em view --serve`` serves a results folder by default
+SERVED_AT = f"http://{SERVE_HOST}:{SERVE_PORT}"
 
 
 def region_edges(size: int, step: int) -> list[tuple[int, int]]:

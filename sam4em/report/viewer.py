@@ -33,6 +33,7 @@ from sam4em.errors import InputDataError
 from sam4em.io.atomic import write_json_atomic
 from sam4em.io.zarr_store import INSTANCES, LEVEL0, PREDICTION, VOLUME, write_label_metadata
 from sam4em.predict.pred_store import UNCERTAINTY
+from sam4em.report import SERVE_HOST
 
 #: the file :func:`write_layers` writes into a dataset's results folder
 LAYERS = "layers.json"
@@ -209,7 +210,7 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-def serve(results: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 0) -> _Server:
+def serve(results: str | os.PathLike[str], host: str = SERVE_HOST, port: int = 0) -> _Server:
     """An HTTP server (not yet serving: call ``serve_forever``) of the folder ``results``
     with CORS, on ``host``:``port`` (0: any free port; see ``server_address``)."""
     handler = functools.partial(_CorsHandler, directory=str(results))
