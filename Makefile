@@ -41,13 +41,18 @@ $(STAMP): pyproject.toml
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local all
 
+# the tests run on TEST_WORKERS pytest-xdist workers; each module that shares a pipeline
+# run or a module fixture stays on one worker (tests/conftest.py, --dist loadgroup)
+TEST_WORKERS ?= 2
+XDIST = -n $(TEST_WORKERS) --dist loadgroup
+
 test: install system-deps
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST)
 
 # the inner loop: every module's unit tests, without the tests marked slow (real pipeline
 # runs, the SLURM cluster, model training; tests/README.md lists the tiers)
 test-fast: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST) -m "not slow"
 
 # what a bare GPU machine needs for benchmarks/device_check.py: the wheels its Python lacks
 # and the demo stack, under 64 MiB (benchmarks/README.md has the command to type there)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import xdist_groups
 from tests.slurm_background import SlurmRun
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,7 +142,7 @@ def local_run(repo, vnc, tmp_path_factory):
     config["demo"]["local_copies"] = [str(vnc)]
     # a short training run: this test is about the workflow, not accuracy
     config["train"]["stage1"].update(steps=20, val_every=10, warmup_steps=2, minutes=None)
-    config["train"]["stage2"].update(steps=4, val_every=2, warmup_steps=1, minutes=None)
+    config["train"]["stage2"].update(steps=2, val_every=2, warmup_steps=1, minutes=None)
     config["inference"]["tta"] = False  # 8x the inference work, tested on its own
     cfg = workdir / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))
@@ -214,28 +215,77 @@ def tiny_config(dataset: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-#: the SLURM integration run, started as the session begins when test_slurm is selected
+#: the SLURM integration run, when this process started it
 SLURM_RUN: list[SlurmRun] = []
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the SLURM run in the background before the first test, when a test of
-    ``test_slurm.py`` is among those selected (see :mod:`tests.slurm_background`)."""
-    if not any(item.path.name == "test_slurm.py" for item in session.items):
+def slurm_folder(config: pytest.Config) -> Path:
+    """The folder of the SLURM run: in the session's base temporary folder, which is the
+    parent of an xdist worker's own."""
+    base = config._tmp_path_factory.getbasetemp()  # noqa: SLF001
+    return (base.parent if hasattr(config, "workerinput") else base) / "slurm"
+
+
+def _start_slurm(config: pytest.Config, ids: list[str]) -> None:
+    """Start the SLURM run in the background (once), when a test of ``test_slurm.py`` is
+    among the collected ``ids`` (see :mod:`tests.slurm_background`)."""
+    if SLURM_RUN or not any("test_slurm.py" in i for i in ids):
         return
-    folder = session.config._tmp_path_factory.mktemp("slurm")  # noqa: SLF001
+    folder = slurm_folder(config)
+    folder.mkdir(parents=True)
     run = SlurmRun(folder)
     SLURM_RUN.append(run)
     if not (SHARED_VNC / "stack1" / "raw").is_dir():
-        run.skipped = f"real VNC data not found at {SHARED_VNC}"
+        run.skip(f"real VNC data not found at {SHARED_VNC}")
         return
-    config = tiny_config(tiny_dataset(run.project / "data", SHARED_VNC))
+    config_ = tiny_config(tiny_dataset(run.project / "data", SHARED_VNC))
     (run.project / "config").mkdir()
-    (run.project / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    (run.project / "config" / "config.yaml").write_text(yaml.safe_dump(config_))
     run.start()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each module's tests with its xdist group (tests/xdist_groups.py); an xdist
+    worker also puts the long work first."""
+    groups = xdist_groups.groups_of(items)
+    for item, group in groups.items():
+        item.add_marker(pytest.mark.xdist_group(group))
+    if hasattr(config, "workerinput"):
+        items[:] = xdist_groups.run_order(items, groups)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Without xdist: start the SLURM run before the first test. An xdist worker leaves it
+    to the controller, which sees every worker's collection, and writes its groups for the
+    controller's scheduler before reporting its collection."""
+    config, items = session.config, session.items
+    if hasattr(config, "workerinput"):
+        groups = {item.nodeid: str(mark.args[0]) for item in items
+                  if (mark := item.get_closest_marker("xdist_group"))}  # fmt: skip
+        xdist_groups.write_groups(config, groups)
+    else:
+        _start_slurm(config, [item.nodeid for item in items])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """Under xdist, the controller starts the SLURM run once a worker has collected; the
+    tests are handed out after that."""
+    _start_slurm(node.config, ids)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` with the groups the workers wrote (tests/xdist_groups.py)."""
+    if config.getvalue("dist") == "loadgroup":
+        return xdist_groups.make_scheduler(config, log)
+    return None
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Stop the SLURM run if it is still going, and the test cluster."""
+    """Stop the SLURM run if this process started it and it is still going, and the test
+    cluster."""
     for run in SLURM_RUN:
         run.stop()

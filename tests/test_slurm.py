@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import zarr
 
-from tests.conftest import SLURM_RUN
+from tests.conftest import slurm_folder
+from tests.slurm_background import SlurmRun
 
 pytestmark = pytest.mark.slow  # a real SLURM cluster and a whole pipeline run
 
@@ -16,15 +17,16 @@ GPU_RULES = {"train_stage1", "train_stage2", "predict_block"}
 
 
 @pytest.fixture(scope="module")
-def slurm_run():
+def slurm_run(request):
     """(project folder, output, folder of the injected failures) of the README's cluster
     command, run in the background since the session began (tests/slurm_background.py):
     the tiny crop, the smallest plan with every rule, two blocks and bundled components
     jobs; each block job fails once on purpose, so Snakemake's retry runs in SLURM."""
-    (run,) = SLURM_RUN
-    if run.skipped:
-        pytest.skip(run.skipped)
-    assert run.error is None, run.error
+    run = SlurmRun(slurm_folder(request.config))
+    state = run.state()
+    if state["skipped"]:
+        pytest.skip(str(state["skipped"]))
+    assert state["error"] is None, state["error"]
     code, stdout, stderr = run.wait()
     assert code == 0, (stdout + stderr)[-5000:]
     assert "Using profile slurm for setting default command line arguments" in stderr

@@ -366,7 +366,7 @@ def test_a_diverging_stage2_leaves_the_stage1_weights_with_the_memory_off(
     (With a gain of -1, keep stage 2 whatever it scores: test_stage2_starts_from_stage1.)"""
     tmp, cfg, tiles = vnc_tiles
     config = load_config(cfg)
-    config["train"]["stage2"] |= {"steps": 4, "val_every": 2, "lr": 1e30, "memory_lr": 1e30,
+    config["train"]["stage2"] |= {"steps": 4, "val_every": 4, "lr": 1e30, "memory_lr": 1e30,
                                   "lora_lr": 1e30}  # fmt: skip
     config["train"]["stage2_min_gain"] = 0.005
     out = tmp_path / "models" / "stage2.pt"

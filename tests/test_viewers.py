@@ -22,12 +22,13 @@ SHAPE = (4, 600, 520)  # y above one screen (512): two levels
 VOXEL = [50, 5, 4]
 
 
-@pytest.fixture
-def results(tmp_path):
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
     """results/d of a small labelled dataset: imported, probabilities written where the
     annotation is (a stand-in for a model), components and layers run by the CLI."""
     from sam4em.predict.pred_store import ensure_pred_store, mark_complete, store_identity
 
+    tmp_path = tmp_path_factory.mktemp("viewers")
     yy, xx = np.mgrid[: SHAPE[1], : SHAPE[2]]
     truth = np.zeros(SHAPE, np.uint8)
     for cy, cx, r in ((100, 100, 30), (300, 400, 40), (500, 200, 25)):
@@ -62,6 +63,15 @@ def results(tmp_path):
                 "--out", str(res / "layers.json"))  # fmt: skip
     assert r.returncode == 0, r.stderr
     return res, truth
+
+
+@pytest.fixture
+def results(made, tmp_path):
+    """A copy of :func:`made` of the test's own (tests move it or write to it)."""
+    res, truth = made
+    copy = tmp_path / "results" / "d"
+    shutil.copytree(res, copy)
+    return copy, truth
 
 
 def _nodes(path):

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A one-node SLURM cluster on this machine, for the integration tests.
 #   local-cluster.sh start   install slurm-wlm + munge if missing, configure, start daemons
-#   local-cluster.sh stop    stop the daemons started here
+#   local-cluster.sh stop    stop the daemons started here and remove the config written
+#                            here (with it left behind, every SLURM client command on this
+#                            machine, and so every Snakemake start, which loads the SLURM
+#                            executor plugin, waits about 9 s for a controller that is gone)
 #   local-cluster.sh status  sinfo
 # Partitions: `cpu` (default) and `gpu`, both on this node (no GPUs: the test profile
 # keeps the partition routing and leaves out the GPU gres). No accounting database:
@@ -94,6 +97,9 @@ start() {
 stop() {
     for d in slurmd slurmctld; do $SUDO pkill -x "$d" 2>/dev/null || true; done
     for _ in $(seq 1 20); do pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break; sleep 0.5; done
+    if grep -qx "ClusterName=sam4em-test" "$CONF_DIR/slurm.conf" 2>/dev/null; then
+        $SUDO rm -f "$CONF_DIR/slurm.conf"
+    fi
 }
 
 case "${1:-}" in
