@@ -41,13 +41,15 @@ $(STAMP): pyproject.toml
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local all
 
-# the tests run on TEST_WORKERS pytest-xdist workers; each module that shares a pipeline
-# run or a module fixture stays on one worker (tests/conftest.py, --dist loadgroup)
+# test-fast runs on TEST_WORKERS pytest-xdist workers; each module that shares a pipeline
+# run or a module fixture stays on one worker (tests/xdist_groups.py, --dist loadgroup).
+# `make test` runs in one process: its long tests are torch runs that already use both
+# cores, and two workers made the whole suite slower here (tests/README.md)
 TEST_WORKERS ?= 2
 XDIST = -n $(TEST_WORKERS) --dist loadgroup
 
 test: install system-deps
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 # the inner loop: every module's unit tests, without the tests marked slow (real pipeline
 # runs, the SLURM cluster, model training; tests/README.md lists the tiers)
