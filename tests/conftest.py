@@ -220,10 +220,8 @@ SLURM_RUN: list[SlurmRun] = []
 
 
 def slurm_folder(config: pytest.Config) -> Path:
-    """The folder of the SLURM run: in the session's base temporary folder, which is the
-    parent of an xdist worker's own."""
-    base = config._tmp_path_factory.getbasetemp()  # noqa: SLF001
-    return (base.parent if hasattr(config, "workerinput") else base) / "slurm"
+    """The folder of the SLURM run, which every process of the session finds."""
+    return xdist_groups.session_folder(config) / "slurm"
 
 
 def _start_slurm(config: pytest.Config, ids: list[str]) -> None:
@@ -238,9 +236,9 @@ def _start_slurm(config: pytest.Config, ids: list[str]) -> None:
     if not (SHARED_VNC / "stack1" / "raw").is_dir():
         run.skip(f"real VNC data not found at {SHARED_VNC}")
         return
-    config_ = tiny_config(tiny_dataset(run.project / "data", SHARED_VNC))
+    tiny = tiny_config(tiny_dataset(run.project / "data", SHARED_VNC))
     (run.project / "config").mkdir()
-    (run.project / "config" / "config.yaml").write_text(yaml.safe_dump(config_))
+    (run.project / "config" / "config.yaml").write_text(yaml.safe_dump(tiny))
     run.start()
 
 

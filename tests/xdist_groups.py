@@ -1,4 +1,5 @@
-"""How `make test` shares the suite between pytest-xdist workers (``--dist loadgroup``).
+"""How a run on pytest-xdist workers (``--dist loadgroup``: `make test-fast`) shares the
+suite between them.
 
 A module whose tests share an expensive fixture runs on one worker, so the fixture is made
 once: every module that uses a shared pipeline run (``local_run``, ``tiny_run``) goes with
@@ -76,11 +77,16 @@ def run_order(items: list[pytest.Item], groups: dict[pytest.Item, str]) -> list[
     return sorted(items, key=rank)
 
 
-def groups_file(config: pytest.Config) -> Path:
-    """Where the workers leave their groups for the controller: the session's base
-    temporary folder (an xdist worker's own is a folder inside it)."""
+def session_folder(config: pytest.Config) -> Path:
+    """The session's base temporary folder, the same in every process of an xdist run (a
+    worker's own base folder is a folder inside it)."""
     base = config._tmp_path_factory.getbasetemp()  # noqa: SLF001
-    return (base.parent if hasattr(config, "workerinput") else base) / GROUPS_FILE
+    return base.parent if hasattr(config, "workerinput") else base
+
+
+def groups_file(config: pytest.Config) -> Path:
+    """Where the workers leave their groups for the controller."""
+    return session_folder(config) / GROUPS_FILE
 
 
 def write_groups(config: pytest.Config, groups: dict[str, str]) -> None:
