@@ -222,10 +222,13 @@ def inference(data: Path, work: Path, sizes: Sizes, device: torch.device) -> dic
     shape = tuple(open_group(volume)["raw"].shape)
     block_shape = config["inference"]["block_shape"]
     _reset_peak(device)
+    cpu0 = time.process_time()
     seconds = run_all_blocks(config, checkpoint, volume, work / "blocks", block_shape)
+    cpu1 = time.process_time()
     peak = _peak_gpu_mb(device)
     with_tta = config | {"inference": config["inference"] | {"tta": True}}
     tta_seconds = run_all_blocks(with_tta, checkpoint, volume, work / "tta", block_shape)
+    cpu2 = time.process_time()
     bare = bare_model_seconds(config, checkpoint, volume, work / "blocks" / "blocks.json")
     return {
         "model": f"{preset}@{size}",
@@ -235,6 +238,9 @@ def inference(data: Path, work: Path, sizes: Sizes, device: torch.device) -> dic
         "slices_per_s": round(shape[0] / seconds, 3),
         "tta_seconds": round(tta_seconds, 3),
         "tta_slices_per_s": round(shape[0] / tta_seconds, 3),
+        # this process's CPU time, which other jobs on a shared CPU do not inflate
+        "cpu_seconds": round(cpu1 - cpu0, 3),
+        "tta_cpu_seconds": round(cpu2 - cpu1, 3),
         "bare_model_seconds": round(bare, 3),
         "overhead_ratio": round(seconds / bare, 3),
         "peak_gpu_mb": peak,

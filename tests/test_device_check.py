@@ -44,7 +44,11 @@ def test_smoke_run_measures_every_section(tmp_path: Path, vnc: Path) -> None:
     assert 0 < case["params_trainable"] < case["params_total"]  # LoRA: the base is frozen
     inf = report["inference"]
     assert inf["volume_shape"] == [20, 128, 128]
-    assert inf["slices_per_s"] > inf["tta_slices_per_s"] > 0  # 8 views cost more
+    assert inf["slices_per_s"] > 0 and inf["tta_slices_per_s"] > 0
+    # 8 views cost more. Measured in the run's own CPU time: wall time is not a fair
+    # yardstick here, where the background SLURM run's training jobs share the two cores
+    # during one pass and not the other (plain 26.4 s against 8-view 14.2 s once)
+    assert inf["tta_cpu_seconds"] > inf["cpu_seconds"] > 0, inf
     # both timed, on a CPU that other jobs share here: the ratio means something on a GPU
     assert inf["bare_model_seconds"] > 0 and inf["overhead_ratio"] > 0
     assert len(report["training"]) == 2
