@@ -41,15 +41,14 @@ $(STAMP): pyproject.toml
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local all
 
-# test-fast runs on TEST_WORKERS pytest-xdist workers; each module that shares a pipeline
-# run or a module fixture stays on one worker (tests/xdist_groups.py, --dist loadgroup).
-# `make test` runs in one process: its long tests are torch runs that already use both
-# cores, and two workers made the whole suite slower here (tests/README.md)
+# both tiers run on TEST_WORKERS pytest-xdist workers; each module that shares a pipeline
+# run or a module fixture stays on one worker, and each worker's torch gets its share of
+# the cores (tests/xdist_groups.py, --dist loadgroup; timings in tests/README.md)
 TEST_WORKERS ?= 2
 XDIST = -n $(TEST_WORKERS) --dist loadgroup
 
 test: install system-deps
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST)
 
 # the inner loop: every module's unit tests, without the tests marked slow (real pipeline
 # runs, the SLURM cluster, model training; tests/README.md lists the tiers)

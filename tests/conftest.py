@@ -242,6 +242,11 @@ def _start_slurm(config: pytest.Config, ids: list[str]) -> None:
     run.start()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """An xdist worker takes its share of the cores (tests/xdist_groups.py)."""
+    xdist_groups.share_cores(config)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each module's tests with its xdist group (tests/xdist_groups.py); an xdist

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,33 @@ def run_order(items: list[pytest.Item], groups: dict[pytest.Item, str]) -> list[
         return 1 if group is not None or item.get_closest_marker("slow") else 3
 
     return sorted(items, key=rank)
+
+
+#: what the BLAS and OpenMP libraries read for their thread count (snakemake sets the same
+#: for each job it runs, from the rule's threads)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def worker_threads(config: pytest.Config) -> int | None:
+    """Threads for one xdist worker's torch work: the machine's cores shared out among
+    the workers (one each on two cores with two workers), None outside a worker. Two
+    workers whose torch ran on every core each left the suite slower than one process."""
+    if not hasattr(config, "workerinput"):
+        return None
+    workers = int(config.workerinput["workercount"])
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
+def share_cores(config: pytest.Config) -> None:
+    """On an xdist worker, set this process's torch threads and the thread variables its
+    children (the CLI runs, Snakemake's jobs) inherit to :func:`worker_threads`."""
+    threads = worker_threads(config)
+    if threads is None:
+        return
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    if "torch" in sys.modules:  # read at import otherwise
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def session_folder(config: pytest.Config) -> Path:

@@ -29,7 +29,7 @@ install_packages() {
 write_config() {
     local host cpus mem
     host=$(hostname -s)
-    cpus=$(nproc)
+    cpus=$(getconf _NPROCESSORS_ONLN)  # not nproc, which counts OMP_NUM_THREADS
     mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
     $SUDO mkdir -p "$CONF_DIR" "$STATE"/{ctld,d,log}
     $SUDO tee "$CONF_DIR/slurm.conf" >/dev/null <<CONF
