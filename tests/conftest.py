@@ -142,7 +142,7 @@ def local_run(repo, vnc, tmp_path_factory):
     config["demo"]["local_copies"] = [str(vnc)]
     # a short training run: this test is about the workflow, not accuracy
     config["train"]["stage1"].update(steps=20, val_every=10, warmup_steps=2, minutes=None)
-    config["train"]["stage2"].update(steps=2, val_every=2, warmup_steps=1, minutes=None)
+    config["train"]["stage2"].update(steps=1, val_every=1, warmup_steps=1, minutes=None)
     config["inference"]["tta"] = False  # 8x the inference work, tested on its own
     cfg = workdir / "config.yaml"
     cfg.write_text(yaml.safe_dump(config))

@@ -1,5 +1,5 @@
-"""How a run on pytest-xdist workers (``--dist loadgroup``: `make test-fast`) shares the
-suite between them.
+"""How a run on pytest-xdist workers (``--dist loadgroup``: `make test` and `make
+test-fast`) shares the suite, and the machine's cores, between them.
 
 A module whose tests share an expensive fixture runs on one worker, so the fixture is made
 once: every module that uses a shared pipeline run (``local_run``, ``tiny_run``) goes with
