@@ -95,7 +95,8 @@ def worker_threads(config: pytest.Config) -> int | None:
 
 def share_cores(config: pytest.Config) -> None:
     """On an xdist worker, set this process's torch threads and the thread variables its
-    children (the CLI runs, Snakemake's jobs) inherit to :func:`worker_threads`."""
+    children inherit to :func:`worker_threads` (the CLI runs it starts; Snakemake sets
+    its jobs' own from each rule's threads)."""
     threads = worker_threads(config)
     if threads is None:
         return
