@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sam4em.model.channels_last import BatchNorm2d
 from sam4em.model.device import autocast, bf16_native
 from sam4em.predict.stack_predictor import dihedral, undo_dihedral
 from sam4em.tiling.resample import resample, scaled_plane
@@ -37,10 +38,10 @@ from sam4em.train.trainer import (
 def _block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+        BatchNorm2d(cout),
         nn.ReLU(inplace=True),
         nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
+        BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     )
 

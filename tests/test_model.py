@@ -335,3 +335,53 @@ def test_a_config_builds_the_same_weights_every_time(trainable):
         assert torch.equal(value, again[key]), key
     other = build_model(_config(encoder_trainable=trainable, seed=1)).state_dict()
     assert not all(torch.equal(v, other[k]) for k, v in first.items())
+
+
+def _block_grads(block: torch.nn.Module, x: torch.Tensor, g: torch.Tensor, bf16: bool):
+    x = x.detach().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        y = block(x)
+    y.float().backward(g)
+    return y.detach().float(), block[0].weight.grad.clone(), x.grad
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_channels_last_norm_and_gelu_compute_what_torch_does_and_keep_the_layout(bf16):
+    from sam4em.model import channels_last
+    from sam4em.model.high_res import conv_block
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, 32, 32).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(4, 8, 32, 32)
+    init = conv_block(8, 8, norm="batch").state_dict()
+    ref = conv_block(8, 8, norm="batch").double()
+    ref.load_state_dict(init)
+    y_ref, w_ref, x_ref = _block_grads(ref, x.double(), g.double(), False)
+    errors = {}
+    for name in ("torch", "ours"):
+        block = conv_block(8, 8, norm="batch")
+        assert isinstance(block[1], channels_last.BatchNorm2d)
+        assert isinstance(block[2], channels_last.GELU)
+        if name == "torch":  # the modules' parents: what PyTorch's own kernels give
+            block[1].__class__, block[2].__class__ = torch.nn.BatchNorm2d, torch.nn.GELU
+        block.load_state_dict(init)
+        block.to(memory_format=torch.channels_last)
+        y, w, xg = _block_grads(block, x, g, bf16)
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        assert xg.is_contiguous(memory_format=torch.channels_last)
+        rel = lambda a, b: float((a.double() - b).norm() / b.norm())  # noqa: E731
+        errors[name] = (rel(y, y_ref), rel(w, w_ref.double()), rel(xg, x_ref.double()))
+        state = {k: v.double() for k, v in block.state_dict().items()}
+        for key in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
+            expected = ref.state_dict()[key].double()
+            assert torch.allclose(state[key], expected, atol=1e-3 if bf16 else 1e-6), key
+    tolerance = 0.02 if bf16 else 1e-5
+    assert max(errors["ours"]) < tolerance, errors
+    for ours, theirs in zip(errors["ours"], errors["torch"], strict=True):
+        assert ours <= 1.2 * theirs + 1e-6, errors  # never less accurate than torch's kernels
+    block.eval()  # running statistics in eval: the same as torch's module on an NCHW map
+    plain = conv_block(8, 8, norm="batch")
+    plain.load_state_dict(block.state_dict())
+    plain[1].__class__ = torch.nn.BatchNorm2d
+    with torch.no_grad():
+        assert torch.allclose(block(x), plain.eval()(x.contiguous()), atol=1e-5)

@@ -392,3 +392,35 @@ def test_a_diverging_stage2_leaves_the_stage1_weights_with_the_memory_off(
                            blocks[0].id, tmp_path / "pred.zarr", tmp_path / "b.done")  # fmt: skip
     assert record["memory"] is False and record["model_stage"] == 1
     assert record["model_choice"] == choice
+
+
+def _masked_bce_dice(logits, target, labelled, eps=1.0):
+    """The loss written out with a weight on every pixel (the definition)."""
+    w = labelled.double()[:, :, None, None].expand_as(logits)
+    p = torch.sigmoid(logits)
+    bce = torch.clamp_min(logits, 0) - logits * target + torch.log1p(torch.exp(-logits.abs()))
+    per_class = (bce * w).sum(dim=(0, 2, 3)) / w.sum(dim=(0, 2, 3)).clamp_min(1)
+    inter = (p * target * w).sum(dim=(0, 2, 3))
+    dice = (2 * inter + eps) / ((p * w).sum(dim=(0, 2, 3)) + (target * w).sum(dim=(0, 2, 3)) + eps)
+    present = labelled.any(dim=0)
+    return (per_class + 1 - dice)[present].mean()
+
+
+@pytest.mark.parametrize("all_labelled", [True, False])
+def test_loss_is_bce_plus_dice_over_the_labelled_classes(all_labelled):
+    from sam4em.train.losses import bce_dice
+
+    g = torch.Generator().manual_seed(3)
+    logits = (torch.randn((3, 3, 16, 16), generator=g, dtype=torch.float64) * 4).requires_grad_()
+    target = (torch.rand((3, 3, 16, 16), generator=g) > 0.7).double()
+    labelled = torch.ones((3, 3), dtype=torch.bool)
+    if not all_labelled:
+        labelled[0, 1] = labelled[2, 0] = False
+    loss = bce_dice(logits, target, labelled)
+    (grad,) = torch.autograd.grad(loss, logits)
+    expected = _masked_bce_dice(logits, target, labelled)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    assert torch.allclose(loss.double(), expected, rtol=1e-5)
+    assert torch.allclose(grad.double(), expected_grad, rtol=1e-4, atol=1e-9)
+    if not all_labelled:  # an unlabelled class of an example is left out entirely
+        assert float(grad[0, 1].abs().max()) == 0 and float(grad[2, 0].abs().max()) == 0

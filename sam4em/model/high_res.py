@@ -15,6 +15,7 @@ import torch
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
+from sam4em.model.channels_last import GELU, BatchNorm2d
 from sam4em.model.model_config import NORMS
 
 
@@ -29,8 +30,8 @@ def conv_block(cin: int, cout: int, *, norm: str, stride: int = 1) -> nn.Sequent
         raise ValueError(f"norm: expected one of {NORMS}, got {norm!r}")
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1),
-        LayerNorm2d(cout) if norm == "layer" else nn.BatchNorm2d(cout),
-        nn.GELU(),
+        LayerNorm2d(cout) if norm == "layer" else BatchNorm2d(cout),
+        GELU(),
     )
 
 

@@ -10,6 +10,7 @@ from segment_anything.modeling.mask_decoder import MLP
 from segment_anything.modeling.transformer import TwoWayTransformer
 from torch import nn
 
+from sam4em.model.channels_last import GELU
 from sam4em.model.high_res import conv_block, high_res_channels
 
 
@@ -58,9 +59,9 @@ class PromptFreeMaskDecoder(nn.Module):
         self.output_upscaling = nn.Sequential(
             nn.ConvTranspose2d(dim, dim // 4, kernel_size=2, stride=2),
             LayerNorm2d(dim // 4),
-            nn.GELU(),
+            GELU(),
             nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
-            nn.GELU(),
+            GELU(),
         )
         self.output_hypernetworks_mlps = nn.ModuleList(
             MLP(dim, dim, dim // 8, 3) for _ in range(num_classes)

@@ -6,6 +6,8 @@ import torch
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
+from sam4em.model.channels_last import GELU
+
 
 class MemoryEncoder(nn.Module):
     """(embedding (B, dim, h, w), mask probabilities (B, C, 4h, 4w)) -> (B, mem_dim, h, w)."""
@@ -16,10 +18,10 @@ class MemoryEncoder(nn.Module):
         self.mask_encoder = nn.Sequential(
             nn.Conv2d(num_classes, mask_chans, kernel_size=2, stride=2),
             LayerNorm2d(mask_chans),
-            nn.GELU(),
+            GELU(),
             nn.Conv2d(mask_chans, mem_dim, kernel_size=2, stride=2),
         )
-        self.fuse = nn.Sequential(nn.GELU(), nn.Conv2d(mem_dim, mem_dim, kernel_size=3, padding=1))
+        self.fuse = nn.Sequential(GELU(), nn.Conv2d(mem_dim, mem_dim, kernel_size=3, padding=1))
 
     def forward(self, embedding: torch.Tensor, mask_probs: torch.Tensor) -> torch.Tensor:
         """The memory of one slice."""

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sam4em.model.channels_last import GELU
+
 
 class MemoryPrior(nn.Module):
     """(masks (B, C, h, w) in 0..1, maps at S/2, S/4, S/8) -> the maps plus the prior."""
@@ -21,9 +23,9 @@ class MemoryPrior(nn.Module):
         super().__init__()
         self.encode = nn.Sequential(
             nn.Conv2d(num_classes, hidden, kernel_size=3, padding=1),
-            nn.GELU(),
+            GELU(),
             nn.Conv2d(hidden, hidden, kernel_size=3, padding=1),
-            nn.GELU(),
+            GELU(),
         )
         self.project = nn.ModuleList(nn.Conv2d(hidden, c, kernel_size=1) for c in channels)
         for conv in self.project:

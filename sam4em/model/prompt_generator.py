@@ -8,6 +8,7 @@ from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.mask_decoder import MLP
 from torch import nn
 
+from sam4em.model.channels_last import GELU
 from sam4em.model.mask_decoder import DecoderOutput
 
 
@@ -19,10 +20,10 @@ class StagePromptGenerator(nn.Module):
         self.mask_downscaling = nn.Sequential(
             nn.Conv2d(num_classes, mask_chans // 4, kernel_size=2, stride=2),
             LayerNorm2d(mask_chans // 4),
-            nn.GELU(),
+            GELU(),
             nn.Conv2d(mask_chans // 4, mask_chans, kernel_size=2, stride=2),
             LayerNorm2d(mask_chans),
-            nn.GELU(),
+            GELU(),
             nn.Conv2d(mask_chans, dim, kernel_size=1),
         )
         self.token_proj = MLP(dim, dim, dim, 2)

@@ -131,7 +131,7 @@ class SAM4EM(nn.Module):
                 embeddings, pe, sparse2, dense2, skip=out1.features, high_res=high_res
             )
         size = (self.config.img_size, self.config.img_size)
-        up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)  # noqa: E731
+        up = lambda x: F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False)  # noqa: E731
         low_res = F.adaptive_avg_pool2d(out2.logits, 4 * embeddings.shape[-1])
         return SegmentationOutput(stage1=up(out1.logits), stage2=up(out2.logits), low_res=low_res)
 

@@ -15,15 +15,18 @@ def bce_dice(
     """
     logits = logits.float()
     target = target.float()
-    weight = labelled.float()[:, :, None, None]
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    per_class_bce = (bce * weight).sum(dim=(0, 2, 3)) / (
-        weight.sum(dim=(0, 2, 3)) * bce[0, 0].numel()
-    ).clamp_min(1)
-    probs = torch.sigmoid(logits) * weight
-    t = target * weight
-    inter = (probs * t).sum(dim=(0, 2, 3))
-    dice = (2 * inter + eps) / (probs.sum(dim=(0, 2, 3)) + t.sum(dim=(0, 2, 3)) + eps)
+    probs = torch.sigmoid(logits)
+    pixels = bce[0, 0].numel()
+    if bool(labelled.all()):  # the usual batch: no masking passes over the maps
+        count = torch.full((logits.shape[1],), float(logits.shape[0] * pixels))
+    else:
+        weight = labelled.float()[:, :, None, None]
+        bce, probs, target = bce * weight, probs * weight, target * weight
+        count = weight.sum(dim=(0, 2, 3)) * pixels
+    per_class_bce = bce.sum(dim=(0, 2, 3)) / count.clamp_min(1)
+    inter = (probs * target).sum(dim=(0, 2, 3))
+    dice = (2 * inter + eps) / (probs.sum(dim=(0, 2, 3)) + target.sum(dim=(0, 2, 3)) + eps)
     present = labelled.any(dim=0)
     loss = per_class_bce + (1 - dice)
     return loss[present].mean() if present.any() else logits.sum() * 0
