@@ -54,7 +54,7 @@ class BatchNorm2d(nn.BatchNorm2d):
             self.running_var,
             self.weight,
             self.bias,
-            self.training or self.running_mean is None,
+            self.training,
             self.momentum,
             self.eps,
         )
