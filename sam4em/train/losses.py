@@ -19,7 +19,7 @@ def bce_dice(
     probs = torch.sigmoid(logits)
     pixels = bce[0, 0].numel()
     if bool(labelled.all()):  # the usual batch: no masking passes over the maps
-        count = torch.full((logits.shape[1],), float(logits.shape[0] * pixels))
+        count = logits.new_full((logits.shape[1],), float(logits.shape[0] * pixels))
     else:
         weight = labelled.float()[:, :, None, None]
         bce, probs, target = bce * weight, probs * weight, target * weight
