@@ -46,7 +46,7 @@ class BatchNorm2d(nn.BatchNorm2d):
         if not is_channels_last(x) or self.momentum is None or not self.track_running_stats:
             return super().forward(x)
         n, c, h, w = x.shape
-        if self.training and self.num_batches_tracked is not None:
+        if self.training:  # tracked: the fallback above takes the untracked case
             self.num_batches_tracked.add_(1)
         rows = F.batch_norm(
             x.permute(0, 2, 3, 1).reshape(n * h * w, c),
