@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
 from sam4em.blocks.plan import PlanSettings, write_plan
@@ -404,6 +405,26 @@ def _masked_bce_dice(logits, target, labelled, eps=1.0):
     dice = (2 * inter + eps) / ((p * w).sum(dim=(0, 2, 3)) + (target * w).sum(dim=(0, 2, 3)) + eps)
     present = labelled.any(dim=0)
     return (per_class + 1 - dice)[present].mean()
+
+
+def test_bce_with_logits_matches_torch_in_value_and_gradient_even_at_extreme_logits():
+    from sam4em.train.losses import bce_with_logits
+
+    g = torch.Generator().manual_seed(5)
+    extremes = torch.tensor([-200.0, -90.0, -30.0, -1e-4, 0.0, 1e-4, 30.0, 90.0, 200.0])
+    logits = torch.cat([torch.randn(4000, generator=g) * 6, extremes]).requires_grad_()
+    target = (torch.rand(logits.shape, generator=g) > 0.5).float()
+    x64 = logits.detach().double().requires_grad_()
+    ref = F.binary_cross_entropy_with_logits(x64, target.double(), reduction="none")
+    (ref_grad,) = torch.autograd.grad(ref.sum(), x64)
+    ours = bce_with_logits(logits, target)
+    (grad,) = torch.autograd.grad(ours.sum(), logits)
+    assert ours.dtype == torch.float32 and torch.isfinite(ours).all()
+    # as close to float64 as PyTorch's own kernel is (a few float32 rounding steps)
+    assert float((ours.double() - ref).abs().max()) < 4 * 2**-23 * float(ref.abs().max())
+    assert float((grad.double() - ref_grad).abs().max()) < 1e-6
+    theirs = F.binary_cross_entropy_with_logits(logits.detach(), target, reduction="none")
+    assert torch.allclose(ours.detach(), theirs, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("all_labelled", [True, False])

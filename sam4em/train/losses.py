@@ -2,8 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.nn.functional as F
+
+
+class _BCEWithLogits(torch.autograd.Function):
+    """Per-pixel BCE of logits against fixed targets, built from ``sigmoid`` and ``log``.
+
+    PyTorch's CPU ``binary_cross_entropy_with_logits`` goes through ``log_sigmoid``,
+    whose kernel is about 30x slower than ``sigmoid`` on this project's maps (log1p and
+    softplus are as slow). Here BCE = max(x, 0) - x y + log(1 + exp(-|x|)), the last term
+    being -log(sigmoid(|x|)) = -log(max(p, 1 - p)) with p = sigmoid(x); the backward is
+    the exact (p - y). Targets get no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """BCE of logits ``x`` against targets ``y``, per pixel."""
+        p = torch.sigmoid(x)
+        ctx.save_for_backward(p, y)
+        return x.clamp_min(0) - x * y - torch.log(torch.maximum(p, 1 - p))
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """d BCE / dx = sigmoid(x) - y."""
+        p, y = ctx.saved_tensors
+        return grad * (p - y), None
+
+
+def bce_with_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-pixel binary cross-entropy of ``logits`` against ``target`` (no reduction); as
+    ``F.binary_cross_entropy_with_logits``, faster on the CPU. ``target`` gets no gradient."""
+    return _BCEWithLogits.apply(logits, target)
 
 
 def bce_dice(
@@ -15,7 +46,7 @@ def bce_dice(
     """
     logits = logits.float()
     target = target.float()
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    bce = bce_with_logits(logits, target)
     probs = torch.sigmoid(logits)
     pixels = bce[0, 0].numel()
     if bool(labelled.all()):  # the usual batch: no masking passes over the maps
