@@ -31,6 +31,7 @@ from sam4em.train.tile_data import TileSet
 from sam4em.train.trainer import (
     THRESHOLD_LEVELS,
     choose_thresholds,
+    clip_gradients,
     val_dice_table,
 )
 
@@ -136,7 +137,7 @@ def train_unet(
             loss = bce_dice(logits, labels[:, -1], labelled)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip, foreach=True)
+            clip_gradients(list(model.parameters()), s.grad_clip, True)
             optimizer.step()
             step += 1
             if step % s.val_every == 0:

@@ -449,3 +449,29 @@ def test_loss_is_bce_plus_dice_over_the_labelled_classes(all_labelled):
     assert torch.allclose(grad.double(), expected_grad, rtol=1e-4, atol=1e-9)
     if not all_labelled:  # an unlabelled class of an example is left out entirely
         assert float(grad[0, 1].abs().max()) == 0 and float(grad[2, 0].abs().max()) == 0
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 100.0, float("nan")])
+@pytest.mark.parametrize("foreach", [True, None])
+def test_gradient_clipping_gives_pytorchs_gradients_to_the_bit(scale, foreach):
+    from sam4em.train.trainer import clip_gradients
+
+    g = torch.Generator().manual_seed(7)
+    shapes = [(64, 3, 3, 3), (64,), (10, 64), (10,)]
+    nan = scale != scale  # one gradient with a NaN: PyTorch's clip spreads it to all
+    grads = [torch.randn(s, generator=g) * (1.0 if nan else scale) for s in shapes]
+    if nan:
+        grads[1][5] = float("nan")
+    ours, theirs = ([torch.zeros(s, requires_grad=True) for s in shapes] for _ in range(2))
+    for a, b, grad in zip(ours, theirs, grads, strict=True):
+        a.grad, b.grad = grad.clone(), grad.clone()
+    clip_gradients(ours, 1.0, foreach)
+    torch.nn.utils.clip_grad_norm_(theirs, 1.0, foreach=foreach)
+    for a, b, grad in zip(ours, theirs, grads, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0, equal_nan=True)
+        assert not nan or a.grad.isnan().all()
+        if scale == 0.01:  # within the bound: untouched
+            assert torch.equal(a.grad, grad)
+    if scale == 100.0:  # clipped to the bound
+        norm = float(torch.linalg.vector_norm(torch.cat([a.grad.flatten() for a in ours])))
+        assert abs(norm - 1.0) < 1e-4

@@ -140,9 +140,18 @@ def optimise(
     loss.backward()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     foreach = bool(optimizer.defaults.get("fused")) or None  # the fused path: one norm kernel
-    torch.nn.utils.clip_grad_norm_(params, s.grad_clip, foreach=foreach)
+    clip_gradients(params, s.grad_clip, foreach)
     optimizer.step()
     return loss.item(), l1, l2
+
+
+def clip_gradients(params: list[torch.Tensor], max_norm: float, foreach: bool | None) -> None:
+    """``torch.nn.utils.clip_grad_norm_``, the same gradients to the bit, without its pass
+    that multiplies every gradient by a factor of 1 when the norm is within ``max_norm``."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads, foreach=foreach)
+    if not max_norm / (norm + 1e-6) >= 1:  # PyTorch's clip factor (NaN too) before its clamp
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm, foreach=foreach)
 
 
 # probability levels among which the per-class thresholds are chosen on val
