@@ -70,16 +70,18 @@ def _cmd_import(args: argparse.Namespace) -> None:
 
 
 def _cmd_tile(args: argparse.Namespace) -> None:
-    from sam4em.config import dataset, load_config, split_slices
+    from sam4em.config import dataset, load_config
+    from sam4em.crops import roles
     from sam4em.tiling.settings import TilingSettings
     from sam4em.tiling.tiles import write_tiles
 
     config = load_config(args.config)
-    try:
-        slices = split_slices(dataset(config, args.dataset), args.split)
-    except ConfigError as exc:
-        raise ConfigError(f"datasets.{args.dataset}.{exc}") from None
-    out = write_tiles(args.volume, args.split, slices, TilingSettings.from_config(config), args.out)
+    if args.split not in roles(dataset(config, args.dataset)):
+        raise ConfigError(
+            f"datasets.{args.dataset}.split.{args.split}: not configured (no split range "
+            f"or crop has role {args.split})"
+        )
+    out = write_tiles(args.volume, args.split, TilingSettings.from_config(config), args.out)
     print(f"wrote {out}")
 
 

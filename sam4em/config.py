@@ -22,6 +22,7 @@ import jsonschema
 import numpy as np
 import yaml
 
+from sam4em.crops import check_crops, dataset_crops, label_spec_classes, roles
 from sam4em.errors import ConfigError
 from sam4em.io.zarr_store import chunk_misfit
 
@@ -134,6 +135,25 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
                         f"{origin}: {key}.split: {a} and {b} overlap at slices "
                         f"{max(a0, b0)}-{min(a1, b1)}"
                     )
+        for spec in [c.labels for c in dataset_crops(ds, name) if c.labels]:
+            for cls in label_spec_classes(spec):
+                if cls not in classes:
+                    raise ConfigError(
+                        f"{origin}: {key}.crops: labels class '{cls}' is not in classes {classes}"
+                    )
+        try:
+            check_crops(ds, name, classes)
+        except ConfigError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
+        if (
+            ds.get("crops")
+            and "train" not in roles(ds)
+            and config.get("inference", {}).get("model_from") in (None, name)
+        ):
+            raise ConfigError(
+                f"{origin}: {key}.crops: no crop has role train and inference.model_from "
+                "names no other dataset: nothing would train the model that predicts it"
+            )
         rr = ds.get("raw_range")
         if rr and rr[0] >= rr[1]:
             raise ConfigError(f"{origin}: {key}.raw_range: low {rr[0]} must be below high {rr[1]}")
@@ -149,10 +169,10 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
             raise ConfigError(f"{origin}: train.balance: class '{cls}' is not in classes {classes}")
     for name in train["pretrain_datasets"]:
         ds = config["datasets"].get(name)
-        if ds is None or "train" not in (ds.get("split") or {}):
+        if ds is None or "train" not in roles(ds):
             raise ConfigError(
                 f"{origin}: train.pretrain_datasets: '{name}' is not a configured dataset "
-                "with a train split"
+                "with a train split or train crops"
             )
     if model["conv_stem"] and (model["checkpoint"] or not model["high_res"]):
         raise ConfigError(
@@ -193,10 +213,10 @@ def _check_semantics(config: dict[str, Any], origin: str) -> None:
     source = inf["model_from"]
     if source is not None:
         ds = config["datasets"].get(source)
-        if ds is None or "train" not in (ds.get("split") or {}):
+        if ds is None or "train" not in roles(ds):
             raise ConfigError(
                 f"{origin}: inference.model_from: '{source}' is not a configured dataset "
-                "with a train split"
+                "with a train split or train crops"
             )
 
 

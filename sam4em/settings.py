@@ -95,15 +95,17 @@ def rule_settings(
     validated ``config``, for one ``dataset`` (and ``split`` or class ``cls``)."""
     from sam4em.analysis.settings import labelled_slices
     from sam4em.config import dataset as dataset_config
-    from sam4em.config import split_slices
+    from sam4em.crops import dataset_crops, of_role
 
     if rule == "fetch_demo":
         return settings_digest(config["demo"])
     if rule == "import_volume":
         return settings_digest(ImportSettings.from_config(config, str(dataset)))
     if rule == "tile":
-        slices = split_slices(dataset_config(config, str(dataset)), str(split))
-        return settings_digest(TilingSettings.from_config(config), slices)
+        crops = of_role(
+            dataset_crops(dataset_config(config, str(dataset)), str(dataset)), str(split)
+        )
+        return settings_digest(TilingSettings.from_config(config), [c.box for c in crops])
     if rule in ("train_stage1", "train_stage2"):
         return settings_digest(TrainSettings.from_config(config, int(rule[-1])))
     if rule == "plan_blocks":

@@ -113,7 +113,9 @@ def test_val_tiles_carry_raw_context_for_the_memory_warm_up(tmp_path):
     origin, scored, labs = g["origin"][...], g["scored"][...], g["labels"][...]
     assert sorted(set(origin[:, 0].tolist())) == [2, 3, 4, 5]
     assert (scored == (origin[:, 0] == 5)).all()
-    assert labs[origin[:, 0] < 5].max() == 0  # context labels are never read
+    # context labels are never read: unknown (255) for every labelled class
+    labelled = [meta["classes"].index(c) for c in meta["labelled_classes"]]
+    assert (labs[origin[:, 0] < 5][:, labelled] == 255).all()
     assert labs[origin[:, 0] == 5].max() == 1
     seqs = g["sequences"][...]
     assert len(seqs) == meta["tiles_per_slice"]  # one window per val tile, ending at it
@@ -135,7 +137,8 @@ def test_scale_and_padding(tmp_path):
     img = g["images"][0]
     assert img[35:].max() == 0 and img[:, 45:].max() == 0
     mito = g["labels"][0, 1]
-    assert mito[5:15, 5:20].all() and mito[20:].sum() == 0
+    assert mito[5:15, 5:20].all() and mito[20:35, :45].sum() == 0
+    assert (mito[35:] == 255).all() and (mito[:, 45:] == 255).all()  # padding: unknown
     assert g.attrs["sam4em"]["scale"] == 0.5
 
 

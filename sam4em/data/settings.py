@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sam4em.config import dataset
+from sam4em.crops import Crop, dataset_crops
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class ImportSettings:
     labels: dict[str, Any] | None  # {source, values} or {masks}, as configured
     voxel_size: tuple[float, float, float]  # nm, z y x
     split: dict[str, tuple[int, int]]  # inclusive slice ranges per split
+    crops: tuple[Crop, ...]  # every labelled box: the split ranges, then the crops
     raw_range: tuple[float, float] | None  # intensities mapped onto 0..255
     classes: tuple[str, ...]  # the project's classes, in config order
     chunks: tuple[int, int, int]  # storage.chunks of the written arrays
@@ -41,6 +43,7 @@ class ImportSettings:
             labels=ds.get("labels") or None,
             voxel_size=(z, y, x),
             split={p: (int(a), int(b)) for p, (a, b) in (ds.get("split") or {}).items()},
+            crops=dataset_crops(ds, name),
             raw_range=None if not rr else (float(rr[0]), float(rr[1])),
             classes=tuple(config["classes"]),
             chunks=(int(c[0]), int(c[1]), int(c[2])),

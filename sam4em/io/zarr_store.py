@@ -19,6 +19,8 @@ from sam4em.errors import InputDataError
 OME_VERSION = "0.5"
 #: the full-resolution level of a per-class image group (``pred.zarr/{class}/0``, ...)
 LEVEL0 = "0"
+#: volume.zarr's per-voxel mask of known labels: 1 inside a crop where someone painted
+LABELLED = "labelled"
 
 
 def blosc_zstd() -> BloscCodec:

@@ -50,6 +50,18 @@ class Lattice:
             starts.append(length - self.tile)
         return starts
 
+    def covering(self, length: int, start: int, stop: int) -> list[int]:
+        """Tile starts that cover ``[start, stop)`` of an axis of ``length`` pixels: the
+        lattice laid from ``start`` over the span, or, for a span shorter than a tile, one
+        tile centred on it (moved inside the axis; at 0 when the axis is shorter than a
+        tile). On the whole axis this is :meth:`starts`, and it depends only on the span
+        and the axis's end near it, never on the rest of the axis."""
+        span = stop - start
+        if span >= self.tile:
+            return [start + t for t in self.starts(span)]
+        centred = start - (self.tile - span) // 2
+        return [max(0, min(centred, length - self.tile))]
+
     def origins(self, height: int, width: int) -> list[tuple[int, int]]:
         """(y, x) corners of the tiles covering a ``height`` x ``width`` plane."""
         return [(y, x) for y in self.starts(height) for x in self.starts(width)]

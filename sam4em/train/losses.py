@@ -37,15 +37,24 @@ def bce_with_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return _BCEWithLogits.apply(logits, target)
 
 
+UNKNOWN = 255.0  # a target pixel whose label nobody knows (sam4em.tiling.tiles.UNKNOWN)
+
+
 def bce_dice(
     logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor, eps: float = 1.0
 ) -> torch.Tensor:
     """Mean over labelled classes of BCE + (1 - soft Dice); Dice pools the whole batch.
 
     logits, target (B, C, H, W); labelled (B, C) bool: which classes each example labels.
+    Target pixels of value :data:`UNKNOWN` (outside a crop, or unpainted) count in
+    neither term; a class labelled in no pixel of the batch is left out.
     """
     logits = logits.float()
     target = target.float()
+    unknown = target == UNKNOWN
+    if bool(unknown.any()):
+        known = ~unknown
+        return _masked_bce_dice(logits, torch.where(known, target, 0.0), labelled, known, eps)
     bce = bce_with_logits(logits, target)
     probs = torch.sigmoid(logits)
     pixels = bce[0, 0].numel()
@@ -61,3 +70,29 @@ def bce_dice(
     present = labelled.any(dim=0)
     loss = per_class_bce + (1 - dice)
     return loss[present].mean() if present.any() else logits.sum() * 0
+
+
+def _masked_bce_dice(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    labelled: torch.Tensor,
+    known: torch.Tensor,
+    eps: float,
+) -> torch.Tensor:
+    """:func:`bce_dice` with a per-pixel weight: ``known`` (B, C, H, W) and ``labelled``."""
+    weight = (known & labelled[:, :, None, None]).float()
+    bce = bce_with_logits(logits, target) * weight
+    probs = torch.sigmoid(logits) * weight
+    target = target * weight
+    count = weight.sum(dim=(0, 2, 3))
+    per_class_bce = bce.sum(dim=(0, 2, 3)) / count.clamp_min(1)
+    inter = (probs * target).sum(dim=(0, 2, 3))
+    dice = (2 * inter + eps) / (probs.sum(dim=(0, 2, 3)) + target.sum(dim=(0, 2, 3)) + eps)
+    present = count > 0
+    loss = per_class_bce + (1 - dice)
+    return loss[present].mean() if present.any() else logits.sum() * 0
+
+
+def labelled_pixels(target: torch.Tensor, labelled: torch.Tensor) -> bool:
+    """True when some pixel of ``target`` (B, C, H, W) is known for a labelled class."""
+    return bool(((target != UNKNOWN) & labelled[:, :, None, None]).any())

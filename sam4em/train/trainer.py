@@ -32,7 +32,7 @@ from sam4em.model.sam4em_model import SAM4EM, SegmentationOutput
 from sam4em.progress import StepProgress
 from sam4em.train.feeder import BatchFeeder, make_batch
 from sam4em.train.history import write_curves, write_history
-from sam4em.train.losses import bce_dice
+from sam4em.train.losses import UNKNOWN, bce_dice, labelled_pixels
 from sam4em.train.schedule import lr_factor, run_progress
 from sam4em.train.settings import StageSettings
 from sam4em.train.tile_data import TileSet
@@ -87,12 +87,13 @@ def _loss(
     labelled: torch.Tensor,
     s: StageSettings,
 ) -> tuple[torch.Tensor, float, float]:
-    l1 = sum(bce_dice(o.stage1, labels[:, t], labelled) for t, o in enumerate(outputs)) / len(
-        outputs
-    )
-    l2 = sum(bce_dice(o.stage2, labels[:, t], labelled) for t, o in enumerate(outputs)) / len(
-        outputs
-    )
+    """The weighted two-decoder loss, averaged over the slices that hold a labelled
+    pixel (a sequence's raw-only warm-up slices hold none)."""
+    scored = list(range(len(outputs)))
+    if len(outputs) > 1:
+        scored = [t for t in scored if labelled_pixels(labels[:, t], labelled)] or scored
+    l1 = sum(bce_dice(outputs[t].stage1, labels[:, t], labelled) for t in scored) / len(scored)
+    l2 = sum(bce_dice(outputs[t].stage2, labels[:, t], labelled) for t in scored) / len(scored)
     w1, w2 = s.stage_weights
     return w1 * l1 + w2 * l2, float(l1.detach()), float(l2.detach())
 
@@ -188,11 +189,12 @@ def val_dice_table(
         with autocast(device):
             probs = torch.sigmoid(predict(to_device(images, device))[-1].float()).cpu()
         pred = probs[None] >= cut  # (K, B, C, S, S)
-        mask = labelled[None, :, :, None, None]
-        target = labels[:, -1].bool()[None]
+        last = labels[:, -1]
+        mask = (labelled[:, :, None, None] & (last != UNKNOWN))[None]
+        target = (last == 1)[None]
         inter += (pred & target & mask).sum(dim=(1, 3, 4)).T.double()
         total += ((pred & mask).sum(dim=(1, 3, 4)) + (target & mask).sum(dim=(1, 3, 4))).T.double()
-        seen |= labelled.any(dim=0)
+        seen |= mask[0].any(dim=(0, 2, 3))
     model.train(was_training)
     dice = torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
     return {c: dice[i].numpy() for i, c in enumerate(data.classes) if seen[i]}
