@@ -196,7 +196,7 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
 
 
 def _cmd_annotate_next(args: argparse.Namespace) -> None:
-    from sam4em.analysis.settings import AnalysisSettings, labelled_slices
+    from sam4em.analysis.settings import AnalysisSettings, labelled_crops
     from sam4em.config import load_config
     from sam4em.predict.pred_store import require_complete
     from sam4em.report.annotate_next import annotate_next
@@ -205,13 +205,18 @@ def _cmd_annotate_next(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     require_complete(args.pred)
     settings = AnalysisSettings.from_config(config)
-    splits = labelled_slices(config, args.dataset)
+    crops = labelled_crops(config, args.dataset)
     table = annotate_next(
-        settings, args.pred, args.instances, read_layers(args.results), splits, args.out
+        settings, args.pred, args.instances, read_layers(args.results), crops, args.out
     )
     top = table.iloc[0] if len(table) else None
-    where = "" if top is None else f" (least sure: slice {top['z']}, {top['uncertainty']:.3f} bits)"
-    print(f"wrote {args.out}: {len(table)} region(s){where}")
+    where = (
+        ""
+        if top is None
+        else f" (least sure: z {top['z0']}-{top['z1']}, y {top['y0']}, x {top['x0']}: "
+        f"{top['uncertainty']:.3f} bits)"
+    )
+    print(f"wrote {args.out}: {len(table)} candidate crop(s){where}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -252,9 +257,26 @@ def _cmd_layers(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(record['layers'])} layer(s)")
 
 
+def _cmd_export_annotations(args: argparse.Namespace) -> None:
+    from sam4em.report.paint import export_annotations
+
+    if args.top < 1:
+        raise ConfigError(f"--top: {args.top} must be at least 1")
+    entries = export_annotations(args.results, args.top, args.out)
+    print(f"wrote {len(entries)} crop(s) to paint into {args.out}")
+    print(f"paint them:  sam4em view {args.out}")
+    print(f"then paste {Path(args.out) / 'crops.yaml'} under datasets.NAME.crops of your config")
+
+
 def _cmd_view(args: argparse.Namespace) -> None:
+    from sam4em.report.paint import open_in_napari, read_manifest
     from sam4em.report.viewer import napari_command, neuroglancer_url, read_layers, serve
 
+    manifest = read_manifest(args.results)
+    if manifest is not None:
+        open_in_napari(args.results, manifest)
+        print(f"saved the painted labels into {args.results}/*/labels.tif")
+        return
     record = read_layers(args.results)
     print(f"napari:       {napari_command(record, args.results)}")
     if not args.serve:
@@ -421,6 +443,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", required=True, help="results/{dataset} folder (its layers.json)")
     p.add_argument("--out", required=True, help="output annotate_next.csv")
 
+    p = add(
+        "export-annotations",
+        _cmd_export_annotations,
+        "write the least sure candidate crops as EM + empty label images to paint",
+        False,
+    )
+    p.add_argument("results", help="a dataset's results folder (its annotate_next.csv)")
+    p.add_argument("--top", type=int, default=4, help="how many crops (default 4)")
+    p.add_argument("--out", required=True, help="a new folder for the crops and crops.yaml")
+
     p = add("report", _cmd_report, "one self-contained HTML report of a dataset")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--results", required=True, help="results/{dataset} folder")
@@ -434,7 +466,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output layers.json")
 
     p = add("view", _cmd_view, "open a dataset's results in napari or neuroglancer", False)
-    p.add_argument("results", help="a dataset's results folder (results/{dataset})")
+    p.add_argument(
+        "results",
+        help="a dataset's results folder (results/{dataset}), or a folder written by "
+        "export-annotations (opens its crops in napari to paint)",
+    )
     p.add_argument("--serve", action="store_true", help="serve the folder for neuroglancer")
     p.add_argument("--host", default=SERVE_HOST, help="address to serve on (--serve)")
     p.add_argument(

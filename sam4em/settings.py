@@ -17,6 +17,7 @@ from typing import Any
 
 from sam4em.analysis.settings import AnalysisSettings
 from sam4em.blocks.plan import PlanSettings
+from sam4em.crops import roles
 from sam4em.data.settings import ImportSettings
 from sam4em.errors import ConfigError
 from sam4em.evaluate.settings import EvaluationSettings
@@ -49,7 +50,7 @@ def check_stage_settings(config: dict[str, Any], origin: str = "config") -> None
         *(
             ("evaluate", lambda n=n: EvaluationSettings.from_config(config, n))
             for n, ds in config["datasets"].items()
-            if "test" in (ds.get("split") or {})
+            if "test" in roles(ds)
         ),
     ]
     for key, build in checks:
@@ -93,7 +94,7 @@ def rule_settings(
 ) -> str:
     """The :func:`settings_digest` of what the workflow rule ``rule`` reads from a
     validated ``config``, for one ``dataset`` (and ``split`` or class ``cls``)."""
-    from sam4em.analysis.settings import labelled_slices
+    from sam4em.analysis.settings import labelled_crops
     from sam4em.config import dataset as dataset_config
     from sam4em.crops import dataset_crops, of_role
 
@@ -121,7 +122,8 @@ def rule_settings(
         )
     if rule == "annotate_next":
         a = AnalysisSettings.from_config(config)
-        return settings_digest(a.region_px, a.rows, labelled_slices(config, str(dataset)))
+        crops = labelled_crops(config, str(dataset))
+        return settings_digest(a.box, a.rows, [(c.name, c.box) for c in crops])
     if rule == "evaluate":
         return settings_digest(EvaluationSettings.from_config(config, str(dataset)))
     if rule == "report":  # the report also shows the whole config

@@ -292,3 +292,47 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     cluster."""
     for run in SLURM_RUN:
         run.stop()
+
+
+#: the crops dataset's boxes (offset, shape) and roles inside a 12 x 256 x 256 volume
+CROPS = [
+    ("a", (0, 16, 16), (4, 96, 96), "train"),
+    ("b", (0, 140, 120), (4, 96, 96), "train"),  # partly painted: the right half ignored
+    ("v", (5, 80, 80), (3, 96, 96), "val"),
+    ("t", (9, 64, 64), (3, 128, 128), "test"),
+]
+CROP_VALUES = {"glia": 159, "mito": 191, "synapse": 223}
+CROP_IGNORE = 1  # a value the VNC label images never hold (255 is one of theirs)
+
+
+def crop_labels(truth: Any, offset: tuple[int, ...], shape: tuple[int, ...]) -> Any:
+    """The painter's labels of a box: the truth label image inside it."""
+    return truth[tuple(slice(o, o + n) for o, n in zip(offset, shape, strict=True))].copy()
+
+
+def crops_dataset(folder: Path, vnc: Path) -> dict[str, Any]:
+    """A 12 x 256 x 256 piece of the real VNC stack 1 (raw only, as slice TIFFs) with four
+    labelled crops, each with its own label TIFF cut from the annotation (crop b painted
+    only on its left half, the rest CROP_IGNORE); paths relative to ``folder``'s parent.
+    The whole annotation stays in ``folder/truth.tif`` (the painter's, never configured)."""
+    import numpy as np
+    import tifffile
+
+    from sam4em.data.demo import write_crop
+
+    write_crop(vnc / "stack1", folder, slice(0, 12), slice(600, 856), slice(200, 456))
+    from PIL import Image
+
+    truth = np.stack([np.asarray(Image.open(p)) for p in sorted((folder / "labels").glob("*.png"))])
+    tifffile.imwrite(folder / "truth.tif", truth)
+    entries = []
+    for name, offset, shape, role in CROPS:
+        labels = crop_labels(truth, offset, shape)
+        if name == "b":
+            labels[..., shape[2] // 2 :] = CROP_IGNORE
+        tifffile.imwrite(folder / f"crop_{name}.tif", labels)
+        spec = {"source": f"{folder.name}/crop_{name}.tif", "values": dict(CROP_VALUES),
+                "ignore": CROP_IGNORE}  # fmt: skip
+        entries.append({"name": name, "offset": list(offset), "shape": list(shape),
+                        "role": role, "labels": spec})  # fmt: skip
+    return {"raw": f"{folder.name}/raw", "voxel_size": [50, 4.6, 4.6], "crops": entries}

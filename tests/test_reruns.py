@@ -92,8 +92,12 @@ EDITS = {
         lambda c: c.update(analysis={"shell_nm": 60}),
         {"analyze_objects": 1, "report": 1},
     ),
-    "analysis.annotate_region_px": (
+    "analysis.annotate_region_px": (  # the report's uncertainty check only
         lambda c: c.update(analysis={"annotate_region_px": 64}),
+        {"report": 1},
+    ),
+    "analysis.annotate_box": (
+        lambda c: c.update(analysis={"annotate_box": [2, 32, 32]}),
         {"annotate_next": 1, "report": 1},
     ),
 }

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sam4em.config import dataset, split_slices
+from sam4em.config import dataset
+from sam4em.crops import Crop, dataset_crops
 from sam4em.errors import ConfigError
 
 DEFAULT_CONTACTS = (("synapse", "glia"),)
@@ -52,7 +53,8 @@ class AnalysisSettings:
     shell_nm: float  # width of the contact shell
     contact_share: float  # share of the shell in b at which an object counts as touching b
     max_distance_nm: float  # distances are searched up to here (blocks read this halo)
-    region_px: int  # annotate-next regions: region_px x region_px pixels of one slice
+    region_px: int  # the report's uncertainty check: regions of region_px x region_px pixels
+    box: tuple[int, int, int]  # annotate-next candidate crops, z y x voxels
     rows: int  # annotate-next rows kept
 
     @classmethod
@@ -66,6 +68,7 @@ class AnalysisSettings:
             contact_share=float(a["contact_share"]),
             max_distance_nm=float(a["max_distance_nm"]),
             region_px=int(a["annotate_region_px"]),
+            box=tuple(int(v) for v in a["annotate_box"]),  # type: ignore[arg-type]
             rows=int(a["annotate_rows"]),
         )
 
@@ -84,7 +87,6 @@ class AnalysisSettings:
         return contacts, distances, shell, bound
 
 
-def labelled_slices(config: dict[str, Any], name: str) -> dict[str, range]:
-    """The slices of each configured split of dataset ``name``."""
-    ds = dataset(config, name)
-    return {s: split_slices(ds, s) for s in (ds.get("split") or {})}
+def labelled_crops(config: dict[str, Any], name: str) -> tuple[Crop, ...]:
+    """Every labelled crop of dataset ``name`` (split ranges included)."""
+    return dataset_crops(dataset(config, name), name)

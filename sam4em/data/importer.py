@@ -213,11 +213,15 @@ def _read_labels(
 
 
 def _check_label_values(labels: list[ClassMaskSource], seen: dict[int, set[int]]) -> None:
-    """A class whose configured values never occur in its label image is an error that
-    names the values the image does hold (a wrong value would silently train on nothing)."""
+    """A class whose configured values occur in none of its label images is an error that
+    names the values the (first) image does hold (a wrong value would silently train on
+    nothing); one crop without the class is fine."""
+    held_by: dict[str, set[int]] = {}
+    for lab in labels:
+        held_by.setdefault(lab.cls, set()).update(seen.get(id(lab.source), set()))
     for lab in labels:
         found = seen.get(id(lab.source), set())
-        if lab.values is not None and not found.intersection(lab.values):
+        if lab.values is not None and not held_by[lab.cls].intersection(lab.values):
             held = sorted(found)
             shown = ", ".join(map(str, held[:20])) + (" ..." if len(held) > 20 else "")
             key = lab.key.removesuffix(".source") + f".values.{lab.cls}"

@@ -6,17 +6,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sam4em.config import dataset, split_slices
+from sam4em.config import dataset
+from sam4em.crops import Crop, dataset_crops, of_role
 from sam4em.errors import InputDataError
 from sam4em.postprocess.settings import ComponentSettings
 
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    """How one dataset's test slices are scored."""
+    """How one dataset's test crops are scored."""
 
     classes: tuple[str, ...]  # configured classes, in config order
-    test: range  # the held-out test slices
+    test: tuple[Crop, ...]  # the held-out test crops (split.test: whole planes)
     components: Mapping[str, ComponentSettings]  # per class: threshold and connectivity
     detection_tolerance: int  # xy voxels
 
@@ -25,12 +26,13 @@ class EvaluationSettings:
         """The settings of dataset ``name`` in a validated config; an InputDataError when
         it has no test split."""
         ds = dataset(config, name)
-        if "test" not in (ds.get("split") or {}):
-            raise InputDataError(f"datasets.{name}: no test split, nothing to evaluate")
+        test = tuple(of_role(dataset_crops(ds, name), "test"))
+        if not test:
+            raise InputDataError(f"datasets.{name}: no test split or crop, nothing to evaluate")
         classes = tuple(config["classes"])
         return cls(
             classes=classes,
-            test=split_slices(ds, "test"),
+            test=test,
             components={c: ComponentSettings.from_config(config, c) for c in classes},
             detection_tolerance=int(config["evaluate"]["detection_tolerance"]),
         )

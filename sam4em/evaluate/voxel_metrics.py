@@ -36,7 +36,11 @@ def voxel_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 def slice_consistency(mask: np.ndarray, breaks: frozenset[int] = frozenset()) -> float:
     """Mean Dice between neighbouring slices of a (Z, Y, X) mask: pairs ``(z - 1, z)``
     for ``z`` not in ``breaks`` (slices that follow a gap in z); 1.0 with no pair."""
+    dices = pair_dices(mask, breaks)
+    return float(np.mean(dices)) if dices else 1.0
+
+
+def pair_dices(mask: np.ndarray, breaks: frozenset[int] = frozenset()) -> list[float]:
+    """The Dice of each pair of neighbouring slices that :func:`slice_consistency` averages."""
     pairs = [z for z in range(1, len(mask)) if z not in breaks]
-    if not pairs:
-        return 1.0
-    return float(np.mean([voxel_scores(mask[z], mask[z - 1])["dice"] for z in pairs]))
+    return [voxel_scores(mask[z], mask[z - 1])["dice"] for z in pairs]

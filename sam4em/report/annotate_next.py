@@ -1,18 +1,23 @@
-"""What to annotate next: the regions of the volume where the model is least sure.
+"""What to annotate next: the candidate crops where the model is least sure.
 
-Each slice is cut into regions of ``analysis.annotate_region_px`` pixels square (the
-last ones in y and x smaller). A region's score is the mean, over the classes, of the
-mean voxel uncertainty of the class (``pred.zarr/uncertainty/{class}``, in bits: 0 sure,
-1 at probability 0.5). Regions are ranked by it, highest first; each row also counts the
-predicted objects of every class in the region, says which split (if any) already
-labels its slice, and links to neuroglancer at the region's centre. The volume is read
-one slice at a time.
+The volume is cut into candidate crops of ``analysis.annotate_box`` voxels (z, y, x;
+the last ones along an axis moved back to end flush), and those that share a voxel with
+a crop already labelled (any role, split ranges included) are left out. A candidate's
+score is the mean, over the classes, of the mean voxel uncertainty of the class
+(``pred.zarr/uncertainty/{class}``, in bits: 0 sure, 1 at probability 0.5). Candidates
+are ranked by it, highest first; each row also counts the predicted objects of every
+class in the box and links to neuroglancer at its centre. The volume is read one slice
+at a time. ``sam4em export-annotations`` turns the top rows into crops to paint
+(:mod:`sam4em.report.paint`).
+
+:func:`region_means` also serves the report's check of the uncertainty against the
+errors, over square regions of the test crops' slices.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from sam4em.analysis.settings import AnalysisSettings
+from sam4em.crops import Crop
 from sam4em.io.atomic import write_bytes_atomic
 from sam4em.io.zarr_store import INSTANCES, PREDICTION, class_array
 from sam4em.predict.pred_store import UNCERTAINTY
@@ -69,9 +75,26 @@ def region_means(stack: np.ndarray, step: int) -> np.ndarray:
     ])  # fmt: skip
 
 
-def split_of(z: int, splits: Mapping[str, range]) -> str:
-    """The split whose slices include ``z`` ('' when none labels it)."""
-    return next((name for name, zs in splits.items() if z in zs), "")
+def candidate_edges(size: int, step: int) -> list[tuple[int, int]]:
+    """(start, stop) of the candidate crops along an axis of ``size``: every ``step``
+    voxels, the last one moved back to end flush (an axis shorter than ``step``: one)."""
+    if size <= step:
+        return [(0, size)]
+    starts = list(range(0, size - step + 1, step))
+    if starts[-1] != size - step:
+        starts.append(size - step)
+    return [(a, a + step) for a in starts]
+
+
+def candidate_crops(shape: tuple[int, ...], box: tuple[int, int, int]) -> list[Crop]:
+    """Every candidate crop of ``box`` voxels over a volume of ``shape`` (z, y, x)."""
+    edges = [candidate_edges(int(n), int(b)) for n, b in zip(shape, box, strict=True)]
+    return [
+        Crop(f"z{z0}y{y0}x{x0}", "train", (z0, y0, x0), (z1, y1, x1))
+        for z0, z1 in edges[0]
+        for y0, y1 in edges[1]
+        for x0, x1 in edges[2]
+    ]
 
 
 def annotate_next(
@@ -79,36 +102,57 @@ def annotate_next(
     pred: str | os.PathLike[str],
     instances: str | os.PathLike[str],
     layers: dict[str, Any],
-    splits: Mapping[str, range],
+    labelled: Sequence[Crop],
     out: str | os.PathLike[str],
     data_url: str = SERVED_AT,
 ) -> pd.DataFrame:
-    """Rank the regions of a dataset's prediction (``pred``, ``instances``: its stores;
-    ``layers``: its layers record, for the links; ``splits``: the slices each split
-    labels) and write the top ``settings.rows`` to ``out`` (CSV); returns them."""
+    """Rank the candidate crops of a dataset's prediction (``pred``, ``instances``: its
+    stores; ``layers``: its layers record, for the links) that share no voxel with a
+    ``labelled`` crop, and write the top ``settings.rows`` to ``out`` (CSV); returns them."""
     pred_root, inst_root = PREDICTION.open(pred), INSTANCES.open(instances)
     classes = list(pred_root.attrs["sam4em"]["classes"])
     unsure = {c: class_array(pred_root[UNCERTAINTY], Path(pred) / UNCERTAINTY, c) for c in classes}
     ids = {c: class_array(inst_root, instances, c) for c in classes if c in inst_root}
-    depth = next(iter(unsure.values())).shape[0]
+    shape = next(iter(unsure.values())).shape
+    taken = [c.resolved(shape) for c in labelled]
+    boxes = [
+        b for b in candidate_crops(shape, settings.box) if not any(b.overlaps(c) for c in taken)
+    ]
+    sums = np.zeros((len(boxes), len(classes)))
+    found: list[dict[str, set[int]]] = [{c: set() for c in ids} for _ in boxes]
+    by_slice: dict[int, list[int]] = {}
+    for i, b in enumerate(boxes):
+        for z in b.z:
+            by_slice.setdefault(z, []).append(i)
+    for z in progress(sorted(by_slice), desc="annotate-next", unit="slice"):
+        planes = {c: np.asarray(a[z]) for c, a in unsure.items()}
+        objects = {c: np.asarray(a[z]) for c, a in ids.items()}
+        for i in by_slice[z]:
+            _, ys, xs = boxes[i].slices
+            for ci, c in enumerate(classes):
+                sums[i, ci] += float(planes[c][ys, xs].sum(dtype=np.float64))
+            for c, plane in objects.items():
+                found[i][c].update(np.unique(plane[ys, xs]).tolist())
     rows = []
-    for z in progress(range(depth), desc="annotate-next", unit="slice"):
-        found = slice_regions(
-            {c: np.asarray(a[z]) for c, a in unsure.items()},
-            {c: np.asarray(a[z]) for c, a in ids.items()},
-            settings.region_px,
-        )
-        rows += [{"z": z, **r} for r in found]
-    table = pd.DataFrame(rows)
-    table.insert(1, "split", [split_of(int(z), splits) for z in table["z"]])
-    scores = table[[f"uncertainty_{c}" for c in classes]].mean(axis=1)
-    table.insert(2, "uncertainty", scores)
-    table = table.sort_values(["uncertainty", "z", "y0", "x0"], ascending=[False, True, True, True])
+    for i, b in enumerate(boxes):
+        (z0, z1), (y0, y1), (x0, x1) = b.box
+        row: dict[str, Any] = {"z0": z0, "z1": z1, "y0": y0, "y1": y1, "x0": x0, "x1": x1}
+        voxels = float(np.prod(b.shape))
+        row |= {f"uncertainty_{c}": sums[i, ci] / voxels / 255 for ci, c in enumerate(classes)}
+        row |= {f"objects_{c}": len(found[i][c] - {0}) for c in ids}
+        rows.append(row)
+    columns = ["z0", "z1", "y0", "y1", "x0", "x1"]
+    table = pd.DataFrame(rows, columns=columns + [f"uncertainty_{c}" for c in classes]
+                         + [f"objects_{c}" for c in ids])  # fmt: skip
+    table.insert(6, "uncertainty", table[[f"uncertainty_{c}" for c in classes]].mean(axis=1))
+    table = table.sort_values(
+        ["uncertainty", "z0", "y0", "x0"], ascending=[False, True, True, True]
+    )
     table = table.head(settings.rows).reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     table["neuroglancer"] = [
         neuroglancer_url(
-            layers, data_url, position=(r.z + 0.5, (r.y0 + r.y1) / 2, (r.x0 + r.x1) / 2)
+            layers, data_url, position=((r.z0 + r.z1) / 2, (r.y0 + r.y1) / 2, (r.x0 + r.x1) / 2)
         )
         for r in table.itertuples()
     ]

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from sam4em.analysis.settings import AnalysisSettings, flag_column
+from sam4em.crops import Crop
 from sam4em.errors import InputDataError
-from sam4em.evaluate.run_evaluation import truth_and_mask
+from sam4em.evaluate.run_evaluation import scored_crops, truth_and_mask
 from sam4em.evaluate.settings import EvaluationSettings
 from sam4em.io.atomic import write_bytes_atomic
 from sam4em.io.zarr_store import PREDICTION, VOLUME, class_array
@@ -55,6 +56,40 @@ def _metric_table(metrics: pd.DataFrame) -> str:
             cells = "".join(f"<td>{fmt.format(wide.loc[key, c])}</td>" for c in classes)
             rows.append(f"<tr><th>{html.escape(label)}</th>{cells}</tr>")
     return f'<table id="metrics"><tr><th>metric</th>{head}</tr>{"".join(rows)}</table>'
+
+
+#: test crops shown with an error map per class (all are scored)
+MAX_CROP_FIGURES = 8
+
+
+def _crops_text(crops: list[Crop]) -> str:
+    """The test crops, as the Run section says them."""
+    if len(crops) == 1 and crops[0].name == "split.test":
+        return f"the held-out test slices {crops[0].z.start}–{crops[0].z.stop - 1}"
+    listed = ", ".join(html.escape(c.describe()) for c in crops)
+    return f"{len(crops)} held-out test crop(s) ({listed}; z, y, x, stops exclusive)"
+
+
+def _per_crop_table(path: Path) -> str:
+    """Dice per test crop and class, when there is more than one test crop."""
+    if not path.is_file():
+        return ""
+    table = pd.read_csv(path)
+    if table["crop"].nunique() < 2:
+        return ""
+    wide = table[table["metric"] == "dice"].pivot(index="crop", columns="class", values="value")
+    classes = list(wide.columns)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in classes)
+    rows = "".join(
+        f"<tr><th>{html.escape(str(crop))}</th>"
+        + "".join(f"<td>{wide.loc[crop, c]:.3f}</td>" for c in classes)
+        + "</tr>"
+        for crop in wide.index
+    )
+    return (
+        "<p>Dice per test crop (the table above pools every crop's voxels and objects):</p>"
+        f'<table id="metrics-per-crop"><tr><th>crop</th>{head}</tr>{rows}</table>'
+    )
 
 
 def _model_summary(models: list[Path]) -> str:
@@ -193,27 +228,28 @@ def _annotate_next_section(path: Path, name: str, shown: int = 10) -> str:
     t = pd.read_csv(path, keep_default_na=False)
     classes = [c.removeprefix("objects_") for c in t.columns if c.startswith("objects_")]
     rows = [
-        [str(r["rank"]), str(r["z"]), html.escape(str(r["split"]) or "none"),
-         f"y {r['y0']}–{r['y1']}, x {r['x0']}–{r['x1']}", f"{float(r['uncertainty']):.3f}",
+        [str(r["rank"]), f"z {r['z0']}–{r['z1']}, y {r['y0']}–{r['y1']}, x {r['x0']}–{r['x1']}",
+         f"{float(r['uncertainty']):.3f}",
          ", ".join(f"{html.escape(c)} {r[f'objects_{c}']}" for c in classes),
          f'<a href="{html.escape(str(r["neuroglancer"]))}">open</a>']
         for _, r in t.head(shown).iterrows()
     ]  # fmt: skip
-    head = ["rank", "slice", "labelled in", "region (pixels)", "mean uncertainty (bits)",
+    head = ["rank", "crop (voxels, stops exclusive)", "mean uncertainty (bits)",
             "predicted objects", "neuroglancer"]  # fmt: skip
-    unlabelled = int((t["split"] == "").sum())
+    folder = html.escape(f"paint/{name}-round1")
     return (
-        "<h2>What to annotate next</h2><p>The regions where the model is least sure, "
-        f"ranked (all {len(t)} kept rows in <code>annotate_next.csv</code>; {unlabelled} of "
-        "them lie on slices no split labels yet). The links open neuroglancer at the "
-        f"region once the results are served: <code>sam4em view results/{html.escape(name)}"
-        " --serve</code>.</p>"
+        "<h2>What to annotate next</h2><p>The candidate crops where the model is least "
+        f"sure, ranked (all {len(t)} kept rows in <code>annotate_next.csv</code>; none "
+        "overlaps a crop already labelled). The links open neuroglancer at the crop once "
+        f"the results are served: <code>sam4em view results/{html.escape(name)} --serve"
+        "</code>.</p>"
         + _table("annotate-next", head, rows)
-        + "<p>To teach the model these places: paint the classes on those slices in the "
-        "label image (<code>datasets.NAME.labels</code>), widen "
-        "<code>datasets.NAME.split.train</code> (or <code>val</code>) to take the slices, "
-        "never the test slices, and run the workflow again: the changed split reruns the "
-        "tiling, both training stages and everything after them.</p>"
+        + "<p>To teach the model these places: <code>sam4em export-annotations results/"
+        f"{html.escape(name)} --top 4 --out {folder}</code> writes each crop's EM and an "
+        f"empty label image to paint, <code>sam4em view {folder}</code> opens them in "
+        f"napari, and <code>{folder}/crops.yaml</code> holds the crop entries to paste "
+        "under <code>datasets.NAME.crops</code>. The next run of the workflow imports "
+        "them and trains again.</p>"
     )
 
 
@@ -249,7 +285,7 @@ def build_report(
     metrics = pd.read_csv(res / "eval" / "metrics.csv")
     per_slice = pd.read_csv(res / "eval" / "metrics_per_slice.csv")
     vol, pred = VOLUME.open(res / "volume.zarr"), PREDICTION.open(res / "pred.zarr")
-    z = settings.test
+    crops = scored_crops(vol)
     sections = []
     summary = json.loads((res / "predictions.json").read_text())
     times = [
@@ -263,13 +299,17 @@ def build_report(
         "<h2>Run</h2><p>"
         f"Volume {' × '.join(map(str, summary['shape']))} voxels (z, y, x) of "
         f"{' × '.join(f'{v:g}' for v in voxel)} nm, "
-        f'<span id="z-gaps">{html.escape(z_gaps)}</span>; evaluated on the held-out test slices '
-        f"{z.start}–{z.stop - 1}, which training never saw. "
+        f'<span id="z-gaps">{html.escape(z_gaps)}</span>; evaluated on '
+        f"{_crops_text(crops)}, which training never saw. "
         + "; ".join(times)
         + ".</p>"
         + _model_summary([res / "models" / "stage1.pt", res / "models" / "stage2.pt"])
     )
-    sections.append("<h2>How well it segments</h2>" + _metric_table(metrics))
+    sections.append(
+        "<h2>How well it segments</h2>"
+        + _metric_table(metrics)
+        + _per_crop_table(res / "eval" / "metrics_per_crop.csv")
+    )
     sections.append(
         "<h2>Slice by slice</h2>"
         + _img(figures.per_slice_dice(per_slice, fig_dir / "per_slice_dice.png"), "per-slice Dice")
@@ -281,8 +321,8 @@ def build_report(
         + "".join(_img(p, p.stem) for p in curves if p.is_file())
     )
     parts = [
-        "<h2>Where it is right and wrong</h2><p>One test slice per class (the one with the "
-        "most annotation): in the middle, green is where sam4em and the annotation agree, "
+        "<h2>Where it is right and wrong</h2><p>Per class and test crop, the slice with "
+        "the most annotation: in the middle, green is where sam4em and the annotation agree, "
         "magenta what sam4em predicts and the annotation lacks, orange what the annotation "
         "has and sam4em missed; on the right, the model's uncertainty (the binary entropy "
         "of its probability). Classes with small objects get zoomed crops below.</p>"
@@ -290,22 +330,26 @@ def build_report(
     unsure = pred[UNCERTAINTY]
     wrong, doubt = [], []  # per labelled class: region error rates and uncertainties
     for cls in dict.fromkeys(metrics["class"]):
-        truth, mask = truth_and_mask(settings, vol, pred, cls)
-        k = int(np.argmax(truth.sum(axis=(1, 2))))
-        raw = np.asarray(vol["raw"][z.start + k])
-        u = np.asarray(class_array(unsure, res / "pred.zarr" / UNCERTAINTY, cls)[z.start : z.stop])
-        path = figures.error_maps(
-            raw,
-            truth[k],
-            mask[k],
-            u[k],
-            z.start + k,
-            cls,
-            fig_dir / "overlays" / f"overlay_{cls}.png",
-        )
-        parts.append(_img(path, f"{cls} errors and uncertainty"))
-        wrong.append(region_means(truth != mask, analysis.region_px))
-        doubt.append(region_means(u / 255, analysis.region_px))
+        u_all = class_array(unsure, res / "pred.zarr" / UNCERTAINTY, cls)
+        cls_wrong, cls_doubt = [], []
+        for i, crop in enumerate(crops):
+            truth, mask, _ = truth_and_mask(settings, vol, pred, cls, crop)
+            u = np.asarray(u_all[crop.slices])
+            cls_wrong.append(region_means(truth != mask, analysis.region_px))
+            cls_doubt.append(region_means(u / 255, analysis.region_px))
+            if i >= MAX_CROP_FIGURES:
+                continue
+            k = int(np.argmax(truth.sum(axis=(1, 2))))
+            _, ys, xs = crop.slices
+            raw = np.asarray(vol["raw"][crop.z.start + k, ys, xs])
+            name = f"overlay_{cls}.png" if i == 0 else f"overlay_{cls}_{crop.name}.png"
+            path = figures.error_maps(
+                raw, truth[k], mask[k], u[k], crop.z.start + k, cls,
+                fig_dir / "overlays" / name,
+            )  # fmt: skip
+            parts.append(_img(path, f"{cls} errors and uncertainty, {crop.name}"))
+        wrong.append(np.concatenate(cls_wrong))
+        doubt.append(np.concatenate(cls_doubt))
     parts.append(_uncertainty_check(np.mean(wrong, axis=0), np.mean(doubt, axis=0)))
     sections.append("".join(parts))
     tables = {

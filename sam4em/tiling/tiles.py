@@ -233,10 +233,7 @@ def _slice_tiles(
         part.ys[0], min(scaled[0], part.ys[-1] + size),
         part.xs[0], min(scaled[1], part.xs[-1] + size),
     )  # fmt: skip
-    if own:
-        wanted = arrays | {"inside": _BoxMask(part.crop)}
-    else:
-        wanted = {"raw": arrays["raw"]}
+    wanted = arrays | {"inside": _BoxMask(part.crop)} if own else {"raw": arrays["raw"]}
     data = _plane_window(wanted, z, plane, box, scale)
     img = _pad_to(data["raw"], size, 0)
     lab = np.full((len(classes), *img.shape), UNKNOWN, np.uint8)

@@ -13,6 +13,7 @@ import sys
 from sam4em.analysis.settings import AnalysisSettings
 from sam4em.blocks.plan import block_ids as sam4em_block_ids
 from sam4em.config import validate_config, write_effective_config
+from sam4em.crops import roles as sam4em_roles
 from sam4em.data.importer import input_paths, inputs_fingerprint
 from sam4em.data.settings import ImportSettings
 from sam4em.postprocess.instances import component_block_ids as sam4em_component_block_ids
@@ -79,9 +80,9 @@ def import_fingerprint(wildcards):
 
 
 def labelled_splits(dataset):
-    """Splits that get training tiles (train and val, where configured)."""
-    split = config["datasets"][dataset].get("split") or {}
-    return [s for s in ("train", "val") if s in split]
+    """Roles that get training tiles (train and val, where a split range or crop has them)."""
+    taken = sam4em_roles(config["datasets"][dataset])
+    return [s for s in ("train", "val") if s in taken]
 
 
 def model_for(dataset):
@@ -93,9 +94,8 @@ def model_for(dataset):
 
 
 def evaluated(dataset):
-    """True when a dataset has labels and a test split (it gets metrics and a report)."""
-    ds = config["datasets"][dataset]
-    return bool(ds.get("labels")) and "test" in (ds.get("split") or {})
+    """True when a dataset has a test split or test crop (it gets metrics and a report)."""
+    return "test" in sam4em_roles(config["datasets"][dataset])
 
 
 def dataset_targets(dataset):
@@ -120,7 +120,8 @@ def dataset_targets(dataset):
         out.append(res("objects", f"{cls}.csv", dataset=dataset))
     out += [res("analysis", f"{c}.csv", dataset=dataset) for c in ANALYSIS.analysed_classes()]
     if evaluated(dataset):
-        names = ("metrics.csv", "metrics_per_slice.csv", "objects_matched.csv")
+        names = ("metrics.csv", "metrics_per_crop.csv", "metrics_per_slice.csv",
+                 "objects_matched.csv")  # fmt: skip
         out += [res("eval", name, dataset=dataset) for name in names]
         out.append(res("report.html", dataset=dataset))
         names = ("per_slice_dice.png", "object_sizes.png", "analysis.png", "overlays")

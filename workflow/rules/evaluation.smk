@@ -1,4 +1,4 @@
-# Metrics on the test slices and the per-dataset report. pred.zarr and instances.zarr are
+# Metrics on the test crops (a test split: whole planes) and the per-dataset report. pred.zarr and instances.zarr are
 # stores shared by many jobs: predictions.json (stitch) and objects/{cls}.csv (components)
 # are their completion markers.
 
@@ -21,6 +21,7 @@ rule evaluate:
         objects=expand(res("objects", "{cls}.csv", dataset="{{dataset}}"), cls=config["classes"]),
     output:
         metrics=res("eval", "metrics.csv"),
+        per_crop=res("eval", "metrics_per_crop.csv"),
         per_slice=res("eval", "metrics_per_slice.csv"),
         matched=res("eval", "objects_matched.csv"),
     params:
@@ -42,6 +43,7 @@ rule evaluate:
 rule report:
     input:
         metrics=res("eval", "metrics.csv"),
+        per_crop=res("eval", "metrics_per_crop.csv"),
         per_slice=res("eval", "metrics_per_slice.csv"),
         volume=res("volume.zarr"),
         predictions=res("predictions.json"),  # pred.zarr (and its uncertainty) is complete
