@@ -324,13 +324,13 @@ def crops_dataset(folder: Path, vnc: Path) -> dict[str, Any]:
     from PIL import Image
 
     truth = np.stack([np.asarray(Image.open(p)) for p in sorted((folder / "labels").glob("*.png"))])
-    tifffile.imwrite(folder / "truth.tif", truth)
+    tifffile.imwrite(folder / "truth.tif", truth, photometric="minisblack")
     entries = []
     for name, offset, shape, role in CROPS:
         labels = crop_labels(truth, offset, shape)
         if name == "b":
             labels[..., shape[2] // 2 :] = CROP_IGNORE
-        tifffile.imwrite(folder / f"crop_{name}.tif", labels)
+        tifffile.imwrite(folder / f"crop_{name}.tif", labels, photometric="minisblack")
         spec = {"source": f"{folder.name}/crop_{name}.tif", "values": dict(CROP_VALUES),
                 "ignore": CROP_IGNORE}  # fmt: skip
         entries.append({"name": name, "offset": list(offset), "shape": list(shape),
