@@ -274,7 +274,7 @@ def test_annotate_next_export_paint_and_rerun_closes_the_loop(repo, crops_run):
                         entry["shape"])  # fmt: skip
     for cls, value in entry["labels"]["values"].items():
         painted[truth == CROP_VALUES[cls]] = value
-    tifffile.imwrite(out / entry["name"] / "labels.tif", painted)
+    tifffile.imwrite(out / entry["name"] / "labels.tif", painted, photometric="minisblack")
     config["datasets"]["cr"]["crops"] += entries
     cfg.write_text(yaml.safe_dump(config))
     dry = snakemake(repo, workdir, "-n", "all", config=cfg)

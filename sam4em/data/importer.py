@@ -216,12 +216,13 @@ def _check_label_values(labels: list[ClassMaskSource], seen: dict[int, set[int]]
     """A class whose configured values occur in none of its label images is an error that
     names the values the (first) image does hold (a wrong value would silently train on
     nothing); one crop without the class is fine."""
-    held_by: dict[str, set[int]] = {}
+    found_any: dict[str, bool] = {}
     for lab in labels:
-        held_by.setdefault(lab.cls, set()).update(seen.get(id(lab.source), set()))
+        hit = lab.values is None or bool(seen.get(id(lab.source), set()).intersection(lab.values))
+        found_any[lab.cls] = found_any.get(lab.cls, False) or hit
     for lab in labels:
         found = seen.get(id(lab.source), set())
-        if lab.values is not None and not held_by[lab.cls].intersection(lab.values):
+        if not found_any[lab.cls]:
             held = sorted(found)
             shown = ", ".join(map(str, held[:20])) + (" ..." if len(held) > 20 else "")
             key = lab.key.removesuffix(".source") + f".values.{lab.cls}"
