@@ -85,6 +85,9 @@ def project(local_run, vnc, tmp_path_factory):
             (workdir / name).symlink_to(REPO / name)
     (workdir / "config").mkdir(exist_ok=True)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    crops = yaml.safe_load((REPO / "config" / "crops.example.yaml").read_text())
+    crops["train"] = config["train"]  # a dry run only, but keep it the tests' size
+    (workdir / "config" / "crops.example.yaml").write_text(yaml.safe_dump(crops))
     tiny = tiny_config(tiny_dataset(workdir / "tiny data", vnc))
     tiny["results_dir"] = "results-tiny"
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(tiny))
