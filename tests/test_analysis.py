@@ -17,13 +17,13 @@ from sam4em.analysis.contacts import halo_voxels, object_analysis
 from sam4em.analysis.settings import AnalysisSettings, flag_column
 from sam4em.config import validate_config
 from sam4em.errors import ConfigError
-from sam4em.report.annotate_next import region_edges, slice_regions, split_of
+from sam4em.report.annotate_next import candidate_crops, candidate_edges, region_edges
 
 
 def analysis(**changes) -> AnalysisSettings:
     base = dict(
         contacts=(("a", "b"),), distances=(("a", "b"),), shell_nm=12.0, contact_share=0.25,
-        max_distance_nm=30.0, region_px=4, rows=10,
+        max_distance_nm=30.0, region_px=4, box=(1, 4, 4), rows=10,
     )  # fmt: skip
     return AnalysisSettings(**{**base, **changes})
 
@@ -132,15 +132,13 @@ def test_bad_pairs_name_the_key(pairs, says):
         AnalysisSettings.from_config(config(contacts=pairs))
 
 
-def test_regions_of_a_slice():
+def test_regions_and_candidate_crops():
     assert region_edges(10, 4) == [(0, 4), (4, 8), (8, 10)]
-    u = np.zeros((6, 6), np.uint8)
-    u[:4, :4] = 255
-    ids = np.zeros((6, 6), np.uint32)
-    ids[0, 0], ids[1, 1], ids[5, 5] = 3, 3, 9
-    rows = slice_regions({"c": u}, {"c": ids}, 4)
-    assert [(r["y0"], r["x0"]) for r in rows] == [(0, 0), (0, 4), (4, 0), (4, 4)]
-    assert [r["uncertainty_c"] for r in rows] == [1.0, 0.0, 0.0, 0.0]
-    assert [r["objects_c"] for r in rows] == [1, 0, 0, 1]
-    assert split_of(3, {"train": range(0, 4), "test": range(6, 8)}) == "train"
-    assert split_of(5, {"train": range(0, 4)}) == ""
+    # candidate crops: every step, the last one moved back to end flush, whole boxes
+    assert candidate_edges(10, 4) == [(0, 4), (4, 8), (6, 10)]
+    assert candidate_edges(3, 4) == [(0, 3)]
+    boxes = candidate_crops((5, 10, 8), (4, 4, 4))
+    assert [b.box for b in boxes[:3]] == [
+        ((0, 4), (0, 4), (0, 4)), ((0, 4), (0, 4), (4, 8)), ((0, 4), (4, 8), (0, 4))
+    ]  # fmt: skip
+    assert len(boxes) == 2 * 3 * 2 and all(b.shape == (4, 4, 4) for b in boxes)

@@ -153,8 +153,9 @@ def _tiles_of(tmp_path: Path, shape: tuple[int, int, int]) -> zarr.Group:
     tifffile.imwrite(base / "raw.tif", raw, photometric="minisblack")
     crops = [_crop_entry(base, "a", (2, 20, 24), (2, 24, 20), "train", _labels((2, 24, 20)))]
     ds = {"raw": str(base / "raw.tif"), "voxel_size": [40, 5, 5], "crops": crops}
-    cfg = write_config(base / "c.yaml", {"d": ds}, classes=CLASSES, model={"img_size": 32, "memory": {"slots": 2}},
-                       tiling={"stride": 16, "scale": 0.5, "sequence_length": 3})  # fmt: skip
+    model = {"img_size": 32, "memory": {"slots": 2}}
+    tiling = {"stride": 16, "scale": 0.5, "sequence_length": 3}
+    cfg = write_config(base / "c.yaml", {"d": ds}, classes=CLASSES, model=model, tiling=tiling)
     vol, tiles = base / "volume.zarr", base / "train.zarr"
     r = run_cli("-q", "import", "--config", str(cfg), "--dataset", "d", "--out", str(vol))
     assert r.returncode == 0, r.stderr
@@ -246,14 +247,18 @@ def test_annotate_next_export_paint_and_rerun_closes_the_loop(repo, crops_run):
     workdir, cfg, config = crops_run
     res = workdir / "results" / "cr"
     table = (res / "annotate_next.csv").read_text().splitlines()
-    assert table[0].startswith("rank,z0,z1,y0,y1,x0,x1,uncertainty")
+    assert table[0].startswith("rank,z0,z1,y0,y1,x0,x1,labelled,uncertainty")
     taken = [Crop(n, r, o, tuple(a + b for a, b in zip(o, s, strict=True)))
              for n, o, s, r in CROPS]  # fmt: skip
+    free = []
     for row in table[1:]:
         z0, z1, y0, y1, x0, x1 = (int(v) for v in row.split(",")[1:7])
         box = Crop("c", "train", (z0, y0, x0), (z1, y1, x1))
         assert (z1 - z0, y1 - y0, x1 - x0) == (4, 64, 64)
-        assert not any(box.overlaps(c) for c in taken)  # away from what is labelled
+        named = row.split(",")[7].split()
+        assert named == [c.name for c in taken if box.overlaps(c)]
+        if not named:
+            free.append((z0, y0, x0))
     out = workdir / "paint" / "round1"
     r = run_cli("export-annotations", str(res), "--top", "1", "--out", str(out), cwd=workdir)
     assert r.returncode == 0, r.stderr
@@ -263,6 +268,7 @@ def test_annotate_next_export_paint_and_rerun_closes_the_loop(repo, crops_run):
     entries = yaml.safe_load((out / "crops.yaml").read_text())
     assert len(entries) == 1 and entries[0]["role"] == "train"
     entry = entries[0]
+    assert tuple(entry["offset"]) == free[0]  # the least sure crop that nothing labels
     painted = tifffile.imread(out / entry["name"] / "labels.tif")
     assert painted.shape == tuple(entry["shape"]) and painted.max() == 0
     raw = tifffile.imread(out / entry["name"] / "raw.tif")

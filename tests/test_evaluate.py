@@ -12,6 +12,7 @@ import yaml
 
 from sam4em.analysis.settings import AnalysisSettings
 from sam4em.config import validate_config
+from sam4em.crops import dataset_crops
 from sam4em.data.importer import import_dataset
 from sam4em.data.settings import ImportSettings
 from sam4em.evaluate.run_evaluation import evaluate_dataset
@@ -45,7 +46,7 @@ def _dataset(tmp_path, pred_of):
         }},
         "inference": {"block_shape": [4, 32, 32], "chunks": [1, 32, 32]},
         "components": {"min_volume_nm3": 0},  # the small object (8e4 nm^3) is scored
-        "analysis": {"annotate_region_px": 32},
+        "analysis": {"annotate_region_px": 32, "annotate_box": [4, 32, 32]},
     })  # fmt: skip
     res = tmp_path / "results" / "d"
     import_dataset(ImportSettings.from_config(config, "d"), res / "volume.zarr")
@@ -109,8 +110,8 @@ def test_report_page_has_tables_and_embedded_figures(tmp_path):
     analysis = AnalysisSettings.from_config(config)  # one class: no cross-class pairs
     layers = write_layers(res / "volume.zarr", res / "pred.zarr", res / "instances.zarr",
                           res / "layers.json")  # fmt: skip
-    splits = {"train": range(0, 4), "val": range(4, 5), "test": range(5, 8)}
-    annotate_next(analysis, res / "pred.zarr", res / "instances.zarr", layers, splits,
+    crops = dataset_crops(config["datasets"]["d"], "d")
+    annotate_next(analysis, res / "pred.zarr", res / "instances.zarr", layers, crops,
                   res / "annotate_next.csv")  # fmt: skip
     out = build_report(settings, "d", res, res / "report.html", res / "figures" / "report",
                        "classes: [mito]\n", analysis)  # fmt: skip
@@ -120,8 +121,8 @@ def test_report_page_has_tables_and_embedded_figures(tmp_path):
     assert "stage 1 training: 0.5 min" in page
     assert "classes: [mito]" in page  # the configuration the run used
     assert '<table id="objects">' in page and "Between classes" not in page
-    # 8 slices of 4 regions (32 px of 64), the top ten shown, each with its link
-    assert page.count('<a href="https://neuroglancer') == 10 and "32 kept rows" in page
+    # candidate crops of 4 x 32 x 32 in 8 x 64 x 64: 2 x 2 x 2, each with its link
+    assert page.count('<a href="https://neuroglancer') == 8 and "8 kept rows" in page
     assert not re.search(SELF_CONTAINED, page)  # nothing fetched (links are not fetched)
 
 

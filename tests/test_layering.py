@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sam4em"
 STAGES = [
     ("errors", "progress", "snakemake_profile"),
     ("io",),
-    ("config",),
+    ("config", "crops"),
     ("plotting",),
     ("data",),
     ("tiling",),

@@ -110,8 +110,9 @@ def test_local_run_writes_every_stage(local_run):
 
 def test_local_run_measures_between_classes_and_ranks_what_to_annotate(local_run):
     """The cross-class tables hold every object of their class, with shares in [0, 1]
-    and flags that agree with them; annotate-next ranks all 80 regions (20 slices of
-    4), least sure first, each split named and each link opening at its region."""
+    and flags that agree with them; annotate-next ranks all 48 candidate crops (3 x 4 x 4
+    boxes of 8 x 256 x 256), least sure first, each naming the split crops it overlaps
+    (all of them here: the demo labels every slice) and each link opening at its centre."""
     import urllib.parse
 
     import pandas as pd
@@ -127,13 +128,16 @@ def test_local_run_measures_between_classes_and_ranks_what_to_annotate(local_run
     near = mito["nearest_synapse_nm"].dropna()
     assert len(near) and near.between(0, 1000).all()
     ranked = pd.read_csv(res / "annotate_next.csv", keep_default_na=False)
-    assert len(ranked) == 80 and ranked["rank"].tolist() == list(range(1, 81))
+    assert len(ranked) == 48 and ranked["rank"].tolist() == list(range(1, 49))
     assert ranked["uncertainty"].is_monotonic_decreasing
     splits = {"train": range(0, 14), "val": range(14, 16), "test": range(16, 20)}
     for row in ranked.itertuples():
-        assert row.z in splits[row.split]
+        assert (row.z1 - row.z0, row.y1 - row.y0, row.x1 - row.x0) == (8, 256, 256)
+        named = {s for s, zs in splits.items() if set(range(row.z0, row.z1)) & set(zs)}
+        assert row.labelled.split() == [f"split.{s}" for s in splits if s in named]
         state = json.loads(urllib.parse.unquote(row.neuroglancer.split("#!", 1)[1]))
-        assert state["position"] == [(row.x0 + row.x1) / 2, (row.y0 + row.y1) / 2, row.z + 0.5]
+        centre = [(row.x0 + row.x1) / 2, (row.y0 + row.y1) / 2, (row.z0 + row.z1) / 2]
+        assert state["position"] == centre
         assert state["layers"][0]["source"].startswith("zarr3://http://127.0.0.1:8000/")
 
 

@@ -1,8 +1,10 @@
 """What to annotate next: the candidate crops where the model is least sure.
 
 The volume is cut into candidate crops of ``analysis.annotate_box`` voxels (z, y, x;
-the last ones along an axis moved back to end flush), and those that share a voxel with
-a crop already labelled (any role, split ranges included) are left out. A candidate's
+the last ones along an axis moved back to end flush); column ``labelled`` names the
+labelled crops (any role, split ranges included) a candidate shares voxels with, and
+only candidates with none are exported to paint (the kept rows take those first). A
+candidate's
 score is the mean, over the classes, of the mean voxel uncertainty of the class
 (``pred.zarr/uncertainty/{class}``, in bits: 0 sure, 1 at probability 0.5). Candidates
 are ranked by it, highest first; each row also counts the predicted objects of every
@@ -17,7 +19,7 @@ errors, over square regions of the test crops' slices.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,27 +42,6 @@ SERVED_AT = f"http://{SERVE_HOST}:{SERVE_PORT}"
 def region_edges(size: int, step: int) -> list[tuple[int, int]]:
     """(start, stop) of the regions along an axis of ``size`` pixels."""
     return [(a, min(a + step, size)) for a in range(0, size, step)]
-
-
-def slice_regions(
-    uncertainty: Mapping[str, np.ndarray], objects: Mapping[str, np.ndarray], step: int
-) -> list[dict[str, Any]]:
-    """One row per region of one slice: each class's mean uncertainty (bits) and object
-    count, from its uint8 ``uncertainty`` (x 255) and instance ``objects`` images."""
-    h, w = next(iter(uncertainty.values())).shape
-    rows: list[dict[str, Any]] = [
-        {"y0": y0, "y1": y1, "x0": x0, "x1": x1}
-        for y0, y1 in region_edges(h, step)
-        for x0, x1 in region_edges(w, step)
-    ]
-    for cls, u in uncertainty.items():
-        for row, mean in zip(rows, region_means(u[None], step), strict=True):
-            row[f"uncertainty_{cls}"] = mean / 255
-    for cls, ids in objects.items():
-        for row in rows:
-            found = np.unique(ids[row["y0"] : row["y1"], row["x0"] : row["x1"]])
-            row[f"objects_{cls}"] = int(np.count_nonzero(found))
-    return rows
 
 
 def region_means(stack: np.ndarray, step: int) -> np.ndarray:
@@ -107,8 +88,9 @@ def annotate_next(
     data_url: str = SERVED_AT,
 ) -> pd.DataFrame:
     """Rank the candidate crops of a dataset's prediction (``pred``, ``instances``: its
-    stores; ``layers``: its layers record, for the links) that share no voxel with a
-    ``labelled`` crop, and write the top ``settings.rows`` to ``out`` (CSV); returns them."""
+    stores; ``layers``: its layers record, for the links) and write the top
+    ``settings.rows`` to ``out`` (CSV); returns them. Column ``labelled`` names the
+    ``labelled`` crops a candidate shares voxels with ('' for none: the ones to paint)."""
     pred_root, inst_root = PREDICTION.open(pred), INSTANCES.open(instances)
     classes = list(pred_root.attrs["sam4em"]["classes"])
     unsure = {c: class_array(pred_root[UNCERTAINTY], Path(pred) / UNCERTAINTY, c) for c in classes}
@@ -137,14 +119,15 @@ def annotate_next(
     for i, b in enumerate(boxes):
         (z0, z1), (y0, y1), (x0, x1) = b.box
         row: dict[str, Any] = {"z0": z0, "z1": z1, "y0": y0, "y1": y1, "x0": x0, "x1": x1}
+        row["labelled"] = " ".join(c.name for c in taken if b.overlaps(c))
         voxels = float(np.prod(b.shape))
         row |= {f"uncertainty_{c}": sums[i, ci] / voxels / 255 for ci, c in enumerate(classes)}
         row |= {f"objects_{c}": len(found[i][c] - {0}) for c in ids}
         rows.append(row)
-    columns = ["z0", "z1", "y0", "y1", "x0", "x1"]
+    columns = ["z0", "z1", "y0", "y1", "x0", "x1", "labelled"]
     table = pd.DataFrame(rows, columns=columns + [f"uncertainty_{c}" for c in classes]
                          + [f"objects_{c}" for c in ids])  # fmt: skip
-    table.insert(6, "uncertainty", table[[f"uncertainty_{c}" for c in classes]].mean(axis=1))
+    table.insert(7, "uncertainty", table[[f"uncertainty_{c}" for c in classes]].mean(axis=1))
     table = table.sort_values(
         ["uncertainty", "z0", "y0", "x0"], ascending=[False, True, True, True]
     )

@@ -229,18 +229,21 @@ def _annotate_next_section(path: Path, name: str, shown: int = 10) -> str:
     classes = [c.removeprefix("objects_") for c in t.columns if c.startswith("objects_")]
     rows = [
         [str(r["rank"]), f"z {r['z0']}–{r['z1']}, y {r['y0']}–{r['y1']}, x {r['x0']}–{r['x1']}",
+         html.escape(str(r["labelled"]) or "none"),
          f"{float(r['uncertainty']):.3f}",
          ", ".join(f"{html.escape(c)} {r[f'objects_{c}']}" for c in classes),
          f'<a href="{html.escape(str(r["neuroglancer"]))}">open</a>']
         for _, r in t.head(shown).iterrows()
     ]  # fmt: skip
-    head = ["rank", "crop (voxels, stops exclusive)", "mean uncertainty (bits)",
+    head = ["rank", "crop (voxels, stops exclusive)", "labelled in", "mean uncertainty (bits)",
             "predicted objects", "neuroglancer"]  # fmt: skip
     folder = html.escape(f"paint/{name}-round1")
+    free = int((t["labelled"] == "").sum())
     return (
         "<h2>What to annotate next</h2><p>The candidate crops where the model is least "
-        f"sure, ranked (all {len(t)} kept rows in <code>annotate_next.csv</code>; none "
-        "overlaps a crop already labelled). The links open neuroglancer at the crop once "
+        f"sure, ranked (all {len(t)} kept rows in <code>annotate_next.csv</code>; {free} of "
+        "them share no voxel with a labelled crop: those are the ones to paint). The "
+        "links open neuroglancer at the crop once "
         f"the results are served: <code>sam4em view results/{html.escape(name)} --serve"
         "</code>.</p>"
         + _table("annotate-next", head, rows)
@@ -342,10 +345,10 @@ def build_report(
             k = int(np.argmax(truth.sum(axis=(1, 2))))
             _, ys, xs = crop.slices
             raw = np.asarray(vol["raw"][crop.z.start + k, ys, xs])
-            name = f"overlay_{cls}.png" if i == 0 else f"overlay_{cls}_{crop.name}.png"
+            png = f"overlay_{cls}.png" if i == 0 else f"overlay_{cls}_{crop.name}.png"
             path = figures.error_maps(
                 raw, truth[k], mask[k], u[k], crop.z.start + k, cls,
-                fig_dir / "overlays" / name,
+                fig_dir / "overlays" / png,
             )  # fmt: skip
             parts.append(_img(path, f"{cls} errors and uncertainty, {crop.name}"))
         wrong.append(np.concatenate(cls_wrong))

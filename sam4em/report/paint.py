@@ -1,8 +1,9 @@
 """Crops to paint: the top of ``annotate_next.csv`` as ready-to-paint work.
 
 ``sam4em export-annotations results/NAME --top N --out FOLDER`` writes, for each of the
-N least sure candidate crops, ``FOLDER/CROP/raw.tif`` (the EM of the box, uint8, z y x)
-and ``FOLDER/CROP/labels.tif`` (an empty label image of the same shape: 0 background,
+N least sure candidate crops that share no voxel with a labelled crop,
+``FOLDER/CROP/raw.tif`` (the EM of the box, uint8, z y x) and
+``FOLDER/CROP/labels.tif`` (an empty label image of the same shape: 0 background,
 class k of the dataset's labelled classes painted as value k, :data:`IGNORE` where
 nobody painted), plus ``FOLDER/crops.yaml``: the crop entries to paste under
 ``datasets.NAME.crops`` (role ``train``; change it to ``val`` for some). ``sam4em view
@@ -49,9 +50,13 @@ def export_annotations(
     classes = list(meta["labelled_classes"])
     if not classes:
         raise InputDataError(f"{res / 'volume.zarr'}: the dataset labels no class to paint")
-    table = pd.read_csv(table_path).head(top)
+    table = pd.read_csv(table_path, keep_default_na=False)
+    table = table[table["labelled"] == ""].head(top)
     if table.empty:
-        raise InputDataError(f"{table_path}: no candidate crop (every one overlaps a label)")
+        raise InputDataError(
+            f"{table_path}: every candidate crop shares voxels with a labelled crop; "
+            "nothing is left to paint"
+        )
     values = {c: k + 1 for k, c in enumerate(classes)}
     entries = []
     for r in table.itertuples():
