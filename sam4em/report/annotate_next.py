@@ -97,9 +97,7 @@ def annotate_next(
     ids = {c: class_array(inst_root, instances, c) for c in classes if c in inst_root}
     shape = next(iter(unsure.values())).shape
     taken = [c.resolved(shape) for c in labelled]
-    boxes = [
-        b for b in candidate_crops(shape, settings.box) if not any(b.overlaps(c) for c in taken)
-    ]
+    boxes = candidate_crops(shape, settings.box)
     sums = np.zeros((len(boxes), len(classes)))
     found: list[dict[str, set[int]]] = [{c: set() for c in ids} for _ in boxes]
     by_slice: dict[int, list[int]] = {}
@@ -128,10 +126,13 @@ def annotate_next(
     table = pd.DataFrame(rows, columns=columns + [f"uncertainty_{c}" for c in classes]
                          + [f"objects_{c}" for c in ids])  # fmt: skip
     table.insert(7, "uncertainty", table[[f"uncertainty_{c}" for c in classes]].mean(axis=1))
-    table = table.sort_values(
-        ["uncertainty", "z0", "y0", "x0"], ascending=[False, True, True, True]
-    )
-    table = table.head(settings.rows).reset_index(drop=True)
+    order, ascending = ["uncertainty", "z0", "y0", "x0"], [False, True, True, True]
+    table = table.sort_values(order, ascending=ascending)
+    # the free candidates (no labelled crop touches them) come into the kept rows first:
+    # they are what to paint; the rows stay ranked by uncertainty
+    free = table[table["labelled"] == ""].head(settings.rows)
+    table = pd.concat([free, table[table["labelled"] != ""]]).head(settings.rows)
+    table = table.sort_values(order, ascending=ascending).reset_index(drop=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
     table["neuroglancer"] = [
         neuroglancer_url(
