@@ -41,7 +41,7 @@ import yaml
 from sam4em.config import validate_config
 from sam4em.data.importer import import_dataset
 from sam4em.data.settings import ImportSettings
-from sam4em.evaluate.run_evaluation import class_metrics
+from sam4em.evaluate.run_evaluation import class_counts, metrics_of
 from sam4em.io.zarr_store import open_group, truth_array
 from sam4em.model.checkpoint import load_checkpoint, uses_memory
 from sam4em.model.device import pick_device
@@ -142,13 +142,11 @@ class Bench:
             config = self.config(scale)
             out = {}
             for split in ("train", "val"):
-                a, b = config["datasets"]["vnc"]["split"][split]
                 path = self.work / f"{split}-{scale:g}.zarr"
                 if not path.exists():
                     write_tiles(
                         self.volume,
                         split,
-                        range(a, b + 1),
                         TilingSettings.from_config(config),
                         path,
                     )
@@ -162,7 +160,7 @@ class Bench:
         for i, (cls, truth) in enumerate(self.labels.items()):
             mask = probs[i] >= thresholds.get(cls, 0.5)
             ids = cc3d.connected_components(mask.astype(np.uint8), connectivity=26)
-            metrics, _ = class_metrics(mask, truth, ids, 26, 2)
+            metrics = metrics_of([class_counts(mask, truth, ids, 26, 2)[0]])
             dice[cls] = round(metrics["dice"], 4)
             consistency[cls] = round(metrics["consistency_predicted"], 4)
             truth_consistency[cls] = round(metrics["consistency_true"], 4)

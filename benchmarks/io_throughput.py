@@ -47,7 +47,7 @@ def main() -> None:
         t_import = time.perf_counter() - t0
         t0 = time.perf_counter()
         write_tiles(
-            vol, "train", range(0, 14), TilingSettings.from_config(config), Path(tmp) / "train.zarr"
+            vol, "train", TilingSettings.from_config(config), Path(tmp) / "train.zarr"
         )
         t_tile = time.perf_counter() - t0
     voxels = 20 * 1024 * 1024

@@ -90,12 +90,15 @@ class Crop:
 
 
 def dataset_crops(ds: Mapping[str, Any], name: str) -> tuple[Crop, ...]:
-    """The crops of dataset ``name``'s config block: its split ranges (whole planes), then
-    its ``crops`` entries, in config order."""
+    """The crops of dataset ``name``'s config block: its split ranges (whole planes, in
+    the order train, val, test), then its ``crops`` entries, in config order."""
     key = f"datasets.{name}"
-    out = [
+    split = ds.get("split") or {}
+    out = [  # in role order, whatever the config's key order
         Crop(f"split.{role}", role, (a, 0, 0), (b + 1, None, None), f"{key}.split.{role}")
-        for role, (a, b) in (ds.get("split") or {}).items()
+        for role in ROLES
+        if role in split
+        for a, b in [split[role]]
     ]
     for i, entry in enumerate(ds.get("crops") or []):
         start = tuple(int(v) for v in entry["offset"])

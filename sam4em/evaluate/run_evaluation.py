@@ -104,20 +104,6 @@ def _mean_or_one(values: list[float]) -> float:
     return float(np.mean(values)) if values else 1.0
 
 
-def class_metrics(
-    pred_mask: np.ndarray,
-    truth_mask: np.ndarray,
-    pred_ids: np.ndarray,
-    connectivity: int,
-    tolerance: int,
-    breaks: frozenset[int] = frozenset(),
-) -> tuple[dict[str, float], pd.DataFrame]:
-    """Voxel, instance, detection and consistency metrics of one class on one box, and
-    the pairs (:func:`class_counts`, :func:`metrics_of`)."""
-    counts, table = class_counts(pred_mask, truth_mask, pred_ids, connectivity, tolerance, breaks)
-    return metrics_of([counts]), table
-
-
 def scored_crops(volume: zarr.Group) -> list[Crop]:
     """The resolved test crops recorded in an opened ``volume.zarr``."""
     meta = volume.attrs["sam4em"]
