@@ -117,8 +117,7 @@ def run_seed(base: Path, seed: int, args: argparse.Namespace) -> dict[str, list[
     pool = candidates()
     start = [pool[i] for i in sorted(rng.choice(len(pool), size=args.start, replace=False))]
     first = base / f"seed{seed}-annotate_next"
-    shutil.rmtree(first, ignore_errors=True)
-    first.mkdir(parents=True)
+    first.mkdir(parents=True, exist_ok=True)  # a stopped benchmark continues (same config)
     round0 = run_round(first, config_for(seed, args.steps, start)) | {"round": 0}
     print(json.dumps({"seed": seed, **round0}), file=sys.stderr, flush=True)
     other = base / f"seed{seed}-random"  # round 0 is the same run for both arms

@@ -146,7 +146,7 @@ def _tiles_of(tmp_path: Path, shape: tuple[int, int, int]) -> zarr.Group:
     """Tile the train crop of a volume of ``shape`` whose first 64 x 80 pixels of each
     slice are the same in every size (the crop sits there)."""
     base = tmp_path / f"v{shape[1]}"
-    base.mkdir()
+    base.mkdir(parents=True)
     _, small = _volume(tmp_path / "small", (6, 64, 80))
     raw = np.random.default_rng(5).integers(0, 255, shape, dtype=np.uint8)
     raw[:, :64, :80] = small
@@ -311,3 +311,17 @@ def test_check_config_refuses_a_crop_of_unknown_class(tmp_path):
         from sam4em.config import load_config
 
         load_config(cfg)
+
+
+def test_new_crops_in_the_same_slices_make_another_training_run_not_a_resumed_one(tmp_path):
+    """The trainer resumes from last.pt only for the same data: a crop added within the
+    same slices, or a new import, gives the tile store another identity."""
+    from sam4em.train.trainer import data_identity
+
+    first = dict(_tiles_of(tmp_path / "a", (6, 64, 80)).attrs["sam4em"])
+    again = dict(_tiles_of(tmp_path / "b", (6, 64, 80)).attrs["sam4em"])
+    moved = first | {"crops": [c | {"start": [2, 20, 26]} for c in first["crops"]]}
+    assert first["slices"] == moved["slices"]
+    assert data_identity(first) != data_identity(moved)
+    assert first["import_id"] != again["import_id"]  # each import has its own identity
+    assert data_identity(first) != data_identity(again)

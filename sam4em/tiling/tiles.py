@@ -195,6 +195,7 @@ def write_tiles(
         own_z = sorted({z for c in crops for z in c.z})
         grp.attrs["sam4em"] = {
             "dataset": meta["dataset"],
+            "import_id": meta.get("import_id"),  # the volume import the tiles come from
             "split": split,
             "slices": [own_z[0], own_z[-1]],
             "crops": records,

@@ -228,11 +228,18 @@ def fingerprint(
     data = {
         "settings": s.to_dict(),
         "model": model.config.to_dict() | {"checkpoint": model.base_identity},
-        "train": [(m["dataset"], m["split"], m["slices"]) for _, _, m in train.groups],
-        "val": [(m["dataset"], m["split"], m["slices"]) for _, _, m in val.groups] if val else [],
+        "train": [data_identity(m) for _, _, m in train.groups],
+        "val": [data_identity(m) for _, _, m in val.groups] if val else [],
         "init": init,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def data_identity(meta: dict[str, Any]) -> list[Any]:
+    """What a tile store was cut from: dataset, role, slices, its crops' boxes and the
+    volume's import (a new crop or new pixels make another run, never a resumed one)."""
+    crops = [(c["name"], c["start"], c["stop"]) for c in meta.get("crops", [])]
+    return [meta["dataset"], meta["split"], meta["slices"], crops, meta.get("import_id")]
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
