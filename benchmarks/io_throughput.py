@@ -46,9 +46,7 @@ def main() -> None:
         vol = import_dataset(ImportSettings.from_config(config, "vnc"), Path(tmp) / "volume.zarr")
         t_import = time.perf_counter() - t0
         t0 = time.perf_counter()
-        write_tiles(
-            vol, "train", TilingSettings.from_config(config), Path(tmp) / "train.zarr"
-        )
+        write_tiles(vol, "train", TilingSettings.from_config(config), Path(tmp) / "train.zarr")
         t_tile = time.perf_counter() - t0
     voxels = 20 * 1024 * 1024
     print(
